@@ -1,0 +1,30 @@
+"""Shared fixtures: a tiny planet world built once per test session through the real recipes."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tmp_path_factory):
+    from workflows.config import bundled_config, load_config, with_workdir
+
+    workdir = tmp_path_factory.mktemp("tiny")
+    return with_workdir(load_config(bundled_config("tiny")), str(workdir))
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tiny_config):
+    """Planet, two trained checkpoints and their skill files for the tiny config."""
+    from workflows.recipes import compute_skill, make_planet, train_checkpoints
+
+    logging.getLogger().setLevel(logging.WARNING)
+    make_planet(tiny_config)
+    train_checkpoints(tiny_config)
+    compute_skill(tiny_config)
+    return tiny_config

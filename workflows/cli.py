@@ -1,0 +1,132 @@
+"""The ``forecast`` command line. Heavy modules are imported inside the commands, so ``--help`` is fast."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+log = logging.getLogger("forecast")
+
+EXAMPLES = """examples:
+  forecast demo                                  # planet -> train -> run -> score on the bundled demo config
+  forecast run my.yaml --members 0:64 ensemble.batch_size=16
+  forecast score out/ensemble.zarr --truth out/planet/nature.zarr --out out/scores
+"""
+
+
+def _config(args):
+    from workflows.config import bundled_config, load_config, with_workdir
+
+    path = args.config
+    if path is None and getattr(args, "command", "") == "demo":
+        path = bundled_config("demo")
+    config = load_config(path, args.overrides)
+    if getattr(args, "workdir", None):
+        config = with_workdir(config, args.workdir)
+    return config
+
+
+def cmd_planet(args):
+    from workflows.recipes import make_planet
+
+    nature, analysis = make_planet(_config(args))
+    print(f"nature run: {nature}\nanalyses: {analysis}")
+
+
+def cmd_train(args):
+    from workflows.recipes import train_checkpoints
+
+    for path in train_checkpoints(_config(args)):
+        print(path)
+
+
+def cmd_skill(args):
+    from workflows.recipes import compute_skill
+
+    for name, rmse in compute_skill(_config(args)).items():
+        print(name, " ".join(f"{c}={v:.4g}" for c, v in rmse.items()))
+
+
+def cmd_run(args):
+    from workflows.recipes import run_ensemble
+
+    print(run_ensemble(_config(args), args.members))
+
+
+def cmd_score(args):
+    from pathlib import Path
+
+    from workflows.recipes import score_store
+
+    out = args.out or str(Path(args.store).with_suffix("")) + "-scores"
+    report = score_store(args.store, args.truth, out, workers=args.workers, scheduler=args.scheduler or "")
+    print(f"report: {report}")
+
+
+def cmd_demo(args):
+    from workflows.recipes import demo
+
+    report = demo(_config(args))
+    print(f"report: {report}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="forecast", description="Huge machine-learning weather ensembles: "
+                                     "train, perturb, run, store and verify.", epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(name, help_text, func, optional=False):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("config", nargs="?" if optional else None, help="YAML config file"
+                       + (" (default: the bundled demo config)" if optional else ""))
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys, e.g. ensemble.batch_size=4")
+        p.add_argument("--workdir", help="replace paths.workdir")
+        p.set_defaults(func=func)
+        return p
+
+    with_config("planet", "write the planet's nature run and analyses", cmd_planet)
+    with_config("train", "train the configured checkpoints on the nature run", cmd_train)
+    with_config("skill", "deterministic RMSE of each checkpoint at skill.lead_hours (sets bred-vector amplitudes)", cmd_skill)
+    run = with_config("run", "generate the ensemble into its Zarr store (resumes what is missing)", cmd_run)
+    run.add_argument("--members", help="member range A:B to generate (default: all)")
+    with_config("demo", "planet -> train -> skill -> run -> score on the embedded world", cmd_demo, optional=True)
+    score = sub.add_parser("score", help="score an ensemble store against the truth and write a report")
+    score.add_argument("store", help="ensemble Zarr store")
+    score.add_argument("--truth", required=True, help="truth dataset (Zarr or netCDF with a time dimension)")
+    score.add_argument("--out", help="output folder (default: STORE-scores)")
+    score.add_argument("--workers", type=int, default=0, help="local Dask workers (default: one per core)")
+    score.add_argument("--scheduler", help="address of a running Dask scheduler instead of a local cluster")
+    score.set_defaults(func=cmd_score)
+    return parser
+
+
+def _fix_optional_config(args):
+    """``forecast demo key=value``: a first positional with '=' is an override, not a config file."""
+    if getattr(args, "config", None) and "=" in args.config and not args.config.endswith((".yaml", ".yml")):
+        args.overrides = [args.config, *args.overrides]
+        args.config = None
+    return args
+
+
+def main(argv=None) -> int:
+    args = _fix_optional_config(build_parser().parse_args(argv))
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("distributed", "bokeh", "tornado"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    from workflows.errors import KNOWN_ERRORS, exit_code
+
+    try:
+        args.func(args)
+    except KNOWN_ERRORS as error:
+        message = " ".join(str(error).split())
+        print(f"forecast: error: {message}", file=sys.stderr)
+        return exit_code(error)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

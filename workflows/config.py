@@ -1,0 +1,217 @@
+"""YAML configuration -> frozen, typed dataclasses. Only ``workflows`` reads configuration files.
+
+Unknown keys are errors that name the key and the closest valid one; values are checked against the
+field's type. ``key=value`` overrides on the command line use dotted paths (``ensemble.batch_size=4``)
+and YAML syntax for the value. Relative paths are taken relative to the current directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    """Start times from ``start`` to ``stop`` (inclusive) every ``every_hours``."""
+
+    start: str = "2000-01-01T00"
+    stop: str = "2000-01-01T00"
+    every_hours: int = 24
+
+    def times(self) -> np.ndarray:
+        start, stop = np.datetime64(self.start, "ns"), np.datetime64(self.stop, "ns")
+        if stop < start:
+            raise ConfigError(f"time range stops ({self.stop}) before it starts ({self.start})")
+        if self.every_hours <= 0:
+            raise ConfigError(f"every_hours must be positive, got {self.every_hours}")
+        step = np.timedelta64(self.every_hours, "h")
+        return np.arange(start, stop + np.timedelta64(1, "s"), step).astype("datetime64[ns]")
+
+
+@dataclass(frozen=True)
+class Paths:
+    workdir: str = "forecast-output"
+    nature: str = "{workdir}/planet/nature.zarr"
+    analysis: str = "{workdir}/planet/analysis.zarr"
+    checkpoints: str = "{workdir}/checkpoints"
+    store: str = "{workdir}/ensemble.zarr"
+    scores: str = "{workdir}/scores"
+
+    def resolve(self, name: str) -> Path:
+        return Path(getattr(self, name).format(workdir=self.workdir))
+
+
+@dataclass(frozen=True)
+class PlanetSection:
+    start: str = "2000-01-01T00"
+    days: float = 330.0
+    spinup_days: float = 60.0
+    seed: int = 0
+    analysis_seed: int = 1
+    settings: dict = field(default_factory=dict)  # forecast.planet.PlanetConfig fields
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    model: str = "sfno"
+    checkpoints: int = 2
+    seed: int = 0
+    period: TimeRange = field(default_factory=lambda: TimeRange("2000-01-01T00", "2000-09-30T18", 6))
+    architecture: dict = field(default_factory=dict)  # models.sfno.SFNOConfig fields
+    steps: int = 1000
+    batch_size: int = 8
+    learning_rate: float = 5e-3
+    rollout_steps: int = 1
+    processes: int = 0  # 0: one per checkpoint, at most one per core
+
+
+@dataclass(frozen=True)
+class SkillSection:
+    lead_hours: int = 48
+    init_times: TimeRange = field(default_factory=lambda: TimeRange("2000-03-01T00", "2000-09-20T00", 36))
+
+
+@dataclass(frozen=True)
+class PerturbationSection:
+    method: str = "bred_vector"
+    channels: tuple = ("z500",)
+    amplitude_factor: float = 0.35  # times the checkpoint's RMSE at skill.lead_hours
+    amplitude: dict = field(default_factory=dict)  # explicit amplitudes (physical units) instead
+    length_scale_km: float = 500.0
+    cycles: int = 3
+    boundary_latitude: float = 20.0
+    last_cycle_ends: str = "t"
+
+
+@dataclass(frozen=True)
+class EnsembleSection:
+    init_times: TimeRange = field(default_factory=lambda: TimeRange("2000-10-05T00", "2000-11-10T00", 72))
+    lead_hours: int = 120
+    members_per_checkpoint: int = 8
+    control: bool = True
+    batch_size: int = 8
+    seed: int = 0
+    device: str = "cpu"
+    perturbation: PerturbationSection = field(default_factory=PerturbationSection)
+
+
+@dataclass(frozen=True)
+class ScoreSection:
+    workers: int = 0  # 0: one per core
+    scheduler: str = ""  # address of a running dask scheduler; empty: start a local cluster
+
+
+@dataclass(frozen=True)
+class Config:
+    paths: Paths = field(default_factory=Paths)
+    planet: PlanetSection = field(default_factory=PlanetSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    skill: SkillSection = field(default_factory=SkillSection)
+    ensemble: EnsembleSection = field(default_factory=EnsembleSection)
+    score: ScoreSection = field(default_factory=ScoreSection)
+
+
+# -- building -------------------------------------------------------------------------------------
+def _closest(key: str, valid) -> str:
+    match = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.0)
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+def _convert(value, annotation, where: str):
+    origin = typing.get_origin(annotation)
+    if isinstance(annotation, type) and is_dataclass(annotation):
+        return build(annotation, value, where)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return str(value)
+    if annotation is tuple or origin is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return tuple(value)
+    if annotation is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return dict(value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    return value
+
+
+def build(cls, data, where: str = "config"):
+    """An instance of dataclass ``cls`` from a mapping, with clear errors for unknown keys and bad types."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"unknown config key '{where}.{key}'{_closest(str(key), names)}".replace("'config.", "'"))
+    values = {k: _convert(v, hints[k], f"{where}.{k}".replace("config.", "", 1)) for k, v in data.items()}
+    return cls(**values)
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Read a YAML file (``None``: the defaults) and apply ``key=value`` overrides."""
+    import yaml
+
+    data = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, text = item.split("=", 1)
+        target = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"override {key!r}: '{part}' is not a section")
+        target[parts[-1]] = yaml.safe_load(text)
+    return build(Config, data)
+
+
+def with_workdir(config: Config, workdir: str) -> Config:
+    return replace(config, paths=replace(config.paths, workdir=workdir))
+
+
+def bundled_config(name: str) -> Path:
+    """Path of a config shipped with the package (``demo``, ``tiny``)."""
+    path = Path(__file__).parent / "configs" / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"no bundled config named {name!r}")
+    return path
