@@ -7,9 +7,12 @@ then come ``members_per_checkpoint`` members of checkpoint 0, then of checkpoint
 (ensembles from checkpoints or VAE latent noise alone).
 
 The batch layout is fixed by the plan and the batch size, never by which members a rank was asked
-for: the control is a block of its own, and each checkpoint's members are cut into blocks of
-``batch_size`` from the start of the group. A member is always computed inside its own block, so it is
-bit-identical whether it is run alone, with the whole ensemble, or on any rank.
+for. Members are cut into regular *windows* ``[k B, (k + 1) B)`` of ``B = batch_size`` members (the
+store's shards follow them, and ranks take whole windows); a window that holds members of two
+checkpoints is split into one *block* per checkpoint. A block is one batch through one network. A member
+is always computed inside its own block, so it is bit-identical whether it is run alone, with the whole
+ensemble, or on any rank. Perturbations are made in canonical groups of their own (see
+``perturbation_groups``), so a +/- pair whose members fall in two blocks gets the same perturbation in both.
 """
 
 from __future__ import annotations
@@ -68,17 +71,22 @@ class MemberPlan:
         stop = self.size if stop is None else stop
         return [self.member(i) for i in range(start, stop)]
 
-    def blocks(self, batch_size: int) -> list[tuple[int, int]]:
-        """All ``(start, stop)`` member blocks, in order; each block holds one checkpoint's members."""
+    def windows(self, batch_size: int) -> list[tuple[int, int]]:
+        """The regular ``(start, stop)`` windows of ``batch_size`` members (the last may be short)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if self.perturbation == "paired" and batch_size % 2:
-            raise ValueError(f"batch_size must be even so the members of a +/- pair share a batch, got {batch_size}")
-        blocks = [(0, 1)] if self.control else []
-        for k in range(self.n_checkpoints):
-            first = self.offset + k * self.members_per_checkpoint
-            last = first + self.members_per_checkpoint
-            blocks += [(s, min(s + batch_size, last)) for s in range(first, last, batch_size)]
+        return [(s, min(s + batch_size, self.size)) for s in range(0, self.size, batch_size)]
+
+    def blocks(self, batch_size: int) -> list[tuple[int, int]]:
+        """All ``(start, stop)`` blocks in order: the windows, split where the checkpoint changes."""
+        blocks = []
+        for start, stop in self.windows(batch_size):
+            first = start
+            for index in range(start + 1, stop):
+                if self.member(index).checkpoint != self.member(index - 1).checkpoint:
+                    blocks.append((first, index))
+                    first = index
+            blocks.append((first, stop))
         return blocks
 
     def blocks_for(self, start: int, stop: int, batch_size: int) -> list[tuple[int, int]]:
@@ -86,13 +94,28 @@ class MemberPlan:
         check_member_range(start, stop, self.size)
         return [(a, b) for a, b in self.blocks(batch_size) if a < stop and b > start]
 
+    def perturbation_groups(self, perturbations: list[int], batch_size: int) -> list[list[int]]:
+        """Canonical groups of perturbation indices covering ``perturbations``: groups of
+        ``max(1, batch_size // 2)`` consecutive indices, always computed together in one batch."""
+        size = max(1, batch_size // 2) if self.perturbation == "paired" else batch_size
+        groups = sorted({p // size for p in perturbations if p >= 0})
+        total = self.n_perturbations()
+        return [list(range(g * size, min((g + 1) * size, total))) for g in groups]
 
-def check_member_range(start: int, stop: int, size: int) -> None:
+    def n_perturbations(self) -> int:
+        if self.perturbation == "paired":
+            return self.n_checkpoints * self.members_per_checkpoint // 2
+        if self.perturbation == "single":
+            return self.n_checkpoints * self.members_per_checkpoint
+        return 0
+
+
+def check_member_range(start: int, stop: int, size: int, what: str = "member") -> None:
     if start < 0 or stop <= start or stop > size:
-        raise ValueError(f"member range {start}:{stop} is empty, negative or beyond the ensemble's {size} members")
+        raise ValueError(f"{what} range {start}:{stop} is empty, negative or beyond the {size} {what}s")
 
 
-def parse_member_range(text: str, size: int) -> tuple[int, int]:
+def parse_member_range(text: str, size: int, what: str = "member") -> tuple[int, int]:
     """``"A:B"`` (either side may be omitted) as a checked ``(start, stop)``.
 
     >>> parse_member_range("5:6", 17)
@@ -105,6 +128,6 @@ def parse_member_range(text: str, size: int) -> tuple[int, int]:
         start = int(left) if left.strip() else 0
         stop = int(right) if right.strip() else size
     except ValueError:
-        raise ValueError(f"member range {text!r} is not of the form A:B") from None
-    check_member_range(start, stop, size)
+        raise ValueError(f"{what} range {text!r} is not of the form A:B") from None
+    check_member_range(start, stop, size, what)
     return start, stop

@@ -16,7 +16,7 @@ def open_ensemble(path, chunk_bytes: int = 128 << 20):
     """Open a store lazily in Dask chunks that hold all members, the store's chunk of leads, and as many
     start dates as fit in about ``chunk_bytes``."""
     ds = xr.open_zarr(str(path), consolidated=False, chunks=None)
-    lead_chunk = json.loads(ds.attrs["schema"])["lead_chunk"] if "schema" in ds.attrs else 1
+    lead_chunk = json.loads(ds.attrs["schema"])["layout"]["lead_chunk"] if "schema" in ds.attrs else 1
     per_init = ds.sizes["member"] * lead_chunk * ds.sizes["lat"] * ds.sizes["lon"] * 4
     init_chunk = int(max(1, min(ds.sizes["init_time"], chunk_bytes // per_init)))
     chunks = {"member": -1, "init_time": init_chunk, "lead_time": lead_chunk, "lat": -1, "lon": -1}

@@ -1,17 +1,28 @@
 """The ensemble store: one Zarr store per run, created once, written region by region, with a manifest.
 
 Layout (``xarray.open_zarr(path)``): dims ``member, init_time, lead_time, lat, lon``; one float32
-variable per channel with CF attributes; coordinates ``valid_time(init_time, lead_time)`` and, per
-member, ``checkpoint``, ``model_family``, ``pair`` and ``sign``; per member and start date the seeds
-``perturbation_seed`` and ``noise_seed``. Attributes record the checkpoints (names, families,
-SHA-256), the member plan, the base seed, the perturbation settings, the batch size and the code
-version, all as JSON strings, plus ``schema``: the JSON of everything that defines the run.
+variable per channel kept in full, with CF attributes; coordinates ``valid_time(init_time, lead_time)``
+and, per member, ``checkpoint``, ``model_family``, ``pair`` and ``sign``; per member and start date the
+seeds ``perturbation_seed`` and ``noise_seed``. Channels with streaming statistics get variables without a
+member dimension: ``<c>_ensemble_mean``, ``_std``, ``_min``, ``_max``, ``<c>_exceedance_probability``
+(dim ``<c>_threshold``) and ``<c>_quantile`` (dim ``quantile``). Attributes record the checkpoints (names,
+families, SHA-256), the member plan, the base seed, the perturbation settings, the batch size, the
+layout (with BitRound ``keepbits`` when lossy compression is on) and the code version, as JSON strings,
+plus ``schema``: the JSON of everything that defines the run.
 
-The store is created from the full coordinates (metadata only; unwritten values read as NaN). A
-writer then writes only the members of its own blocks. The ``manifest`` subgroup (invisible to
-``open_zarr``) holds ``done(init_time, member)`` and ``checksum(init_time, member, channel)``: a
-block's checksums and done flags are written after all of its values, so a killed run leaves no
-member marked done that is not complete, and a rerun skips exactly the finished blocks.
+Zarr v3 with sharding: a shard holds ``layout.shard_members`` members (the batch size: a window of the
+member plan, which one rank writes) x one start date x ``layout.lead_chunk`` leads x the whole grid,
+so one write call fills one shard file; inside, every (member, lead) field is its own chunk, so a
+reader can take one member or one lead without reading the rest. A HENS run (7,424 members, 61 leads,
+batch 4) holds 1,856 x 61 files per variable and date instead of 452,864.
+
+The store is created from the full coordinates (metadata only; unwritten values read as NaN) in a
+temporary folder that is renamed into place, so concurrent creators (ranks, array tasks) race safely:
+one rename wins, the others find the store and check its schema. The ``manifest`` subgroup (invisible
+to ``open_zarr``) holds ``done(init_time, member)`` and ``checksum(init_time, member, channel)``: a
+block's checksums and done flags are written after all of its values (and after its partial statistics),
+so a killed run leaves no member marked done that is not complete, and a rerun skips exactly the
+finished blocks.
 """
 
 from __future__ import annotations
@@ -19,14 +30,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+import shutil
+import uuid
+import warnings
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from forecast.grid import Grid
 
-MEMBER_COORDS = ("checkpoint", "model_family", "pair", "sign")
+STATISTICS = ("mean", "std", "min", "max")
 
 
 class StoreError(ValueError):
@@ -34,24 +48,51 @@ class StoreError(ValueError):
 
 
 @dataclass(frozen=True)
+class StoreLayout:
+    """How values are laid out on disk. ``keepbits`` (channel -> mantissa bits kept) turns on BitRound
+    before zstd: lossy with relative error at most ``2**-(keepbits + 1)``."""
+
+    shard_members: int = 1
+    lead_chunk: int = 1
+    keepbits: dict = field(default_factory=dict)
+    zstd_level: int = 3
+
+    def __post_init__(self):
+        if self.shard_members < 1 or self.lead_chunk < 1:
+            raise ValueError("shard_members and lead_chunk must be at least 1")
+        bad = {c: b for c, b in self.keepbits.items() if not (isinstance(b, int) and 1 <= b <= 23)}
+        if bad:
+            raise ValueError(f"keepbits must be integers from 1 to 23 (float32 mantissa bits), got {bad}")
+
+
+@dataclass(frozen=True)
 class StoreSchema:
     """Everything that defines a run's store; two runs may share a store only if these are equal."""
 
-    channels: tuple
+    channels: tuple  # channels kept for every member
     grid: dict
     init_times: tuple  # ISO strings
     lead_hours: tuple
     n_members: int
-    lead_chunk: int  # leads per Zarr chunk; writers write whole chunks of leads
+    layout: dict  # StoreLayout as a dict
     members: dict  # coordinate name -> list per member (checkpoint, model_family, pair, sign)
-    attrs: dict  # JSON-able run description (checkpoints, plan, seed, perturbation, batch size)
+    statistics: dict = field(default_factory=dict)  # StatisticsSpec fields, or {} for none
+    attrs: dict = field(default_factory=dict)  # JSON-able run description
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"channels": list(self.channels), "grid": self.grid, "init_times": list(self.init_times),
-             "lead_hours": list(self.lead_hours), "n_members": self.n_members, "lead_chunk": self.lead_chunk,
-             "members": self.members,
-             "attrs": self.attrs}, sort_keys=True)
+        d = asdict(self)
+        d["channels"], d["init_times"], d["lead_hours"] = list(self.channels), list(self.init_times), list(self.lead_hours)
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "StoreSchema":
+        d = json.loads(text)
+        d.update(channels=tuple(d["channels"]), init_times=tuple(d["init_times"]), lead_hours=tuple(d["lead_hours"]))
+        return cls(**d)
+
+    @property
+    def store_layout(self) -> StoreLayout:
+        return StoreLayout(**self.layout)
 
     def differences(self, other: "StoreSchema") -> list[str]:
         a, b = json.loads(self.to_json()), json.loads(other.to_json())
@@ -76,11 +117,16 @@ class EnsembleStore:
         self.path = Path(path)
         if not (self.path / "zarr.json").is_file():
             raise StoreError(f"{self.path} is not an ensemble store (no zarr.json)")
-        self.group = zarr.open_group(str(self.path), mode="r+" if os.access(self.path, os.W_OK) else "r")
+        with warnings.catch_warnings():  # BitRound is a numcodecs codec outside the v3 spec
+            warnings.simplefilter("ignore")
+            self.group = zarr.open_group(str(self.path), mode="r+" if os.access(self.path, os.W_OK) else "r")
         attrs = dict(self.group.attrs)
         if "schema" not in attrs or "manifest" not in self.group:
             raise StoreError(f"{self.path} is not a complete ensemble store (no schema or manifest): it may be half-created")
-        self.schema = StoreSchema(**_schema_from_json(attrs["schema"]))
+        try:
+            self.schema = StoreSchema.from_json(attrs["schema"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise StoreError(f"{self.path} has an unreadable schema ({error})") from None
         self.channels = tuple(self.schema.channels)
         self.done = self.group["manifest/done"]
         self.checksums = self.group["manifest/checksum"]
@@ -92,20 +138,31 @@ class EnsembleStore:
     @classmethod
     def create(cls, path, schema: StoreSchema, seeds: dict[str, np.ndarray] | None = None,
                title: str = "ensemble forecast") -> "EnsembleStore":
-        """Create the store at ``path`` for ``schema``, or check that the existing one has this schema."""
+        """Create the store at ``path`` for ``schema``, or check that the existing one has this schema.
+
+        Safe to call from many processes at once: the store is built in a temporary folder beside
+        ``path`` and renamed into place; losers of the race open the winner's store.
+        """
         path = Path(path)
-        if path.exists():
-            if not (path / "zarr.json").is_file() and any(path.iterdir()):
-                raise StoreError(f"{path} exists and is not an ensemble store")
-            if (path / "zarr.json").is_file():
-                store = cls(path)
-                diff = store.schema.differences(schema)
-                if diff:
-                    raise StoreError(f"existing store {path} has another schema (differs in {', '.join(diff)}); "
-                                     "refusing to append: write to a new path or delete it")
-                return store
-        _write_template(path, schema, seeds or {}, title)
-        return cls(path)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+            tmp = path.with_name(f".{path.name}.creating-{uuid.uuid4().hex[:12]}")
+            try:
+                _write_template(tmp, schema, seeds or {}, title)
+                os.rename(tmp, path)
+            except OSError:
+                if not path.exists():
+                    raise
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        if not (path / "zarr.json").is_file():
+            raise StoreError(f"{path} exists and is not an ensemble store")
+        store = cls(path)
+        diff = store.schema.differences(schema)
+        if diff:
+            raise StoreError(f"existing store {path} has another schema (differs in {', '.join(diff)}); "
+                             "refusing to append: write to a new path or delete it")
+        return store
 
     # -- writing ----------------------------------------------------------------------------------
     def write(self, init_index: int, start: int, stop: int, lead_start: int, values: np.ndarray) -> None:
@@ -122,6 +179,45 @@ class EnsembleStore:
 
     def is_done(self, init_index: int, start: int, stop: int) -> bool:
         return bool(np.all(self.done[init_index, start:stop] == 1))
+
+    # -- streaming statistics ---------------------------------------------------------------------
+    def write_statistics_part(self, init_index: int, intervals: list[tuple[int, int]], arrays: dict) -> None:
+        """Persist one accumulator covering members ``intervals`` at start date ``init_index``; it counts
+        only once its ``complete`` flag is written, after its arrays."""
+        group = self.group.require_group(f"statistics_parts/i{init_index}").create_group(uuid.uuid4().hex)
+        for name, values in arrays.items():
+            values = np.asarray(values)
+            array = group.create_array(name, shape=values.shape, dtype=values.dtype, chunks=values.shape or None)
+            array[...] = values
+        group.attrs["members"] = [list(map(int, iv)) for iv in intervals]
+        group.attrs["complete"] = True
+
+    def statistics_parts(self, init_index: int) -> list[tuple[list, dict]]:
+        """Complete parts ``(intervals, arrays)`` for a start date, ordered by their first member."""
+        key = f"statistics_parts/i{init_index}"
+        if key not in self.group:
+            return []
+        parts = []
+        for _, group in self.group[key].groups():
+            attrs = dict(group.attrs)
+            if attrs.get("complete"):
+                parts.append((attrs["members"], {name: array[...] for name, array in group.arrays()}))
+        return sorted(parts, key=lambda part: part[0][0][0])
+
+    def statistics_done(self, init_index: int) -> bool:
+        return bool(self.group["manifest/statistics_done"][init_index] == 1) if "manifest/statistics_done" in self.group else True
+
+    def write_statistics(self, init_index: int, result: dict) -> None:
+        """Write final statistics (``EnsembleAccumulator.result()``) for one start date."""
+        spec = self.schema.statistics
+        for k, channel in enumerate(spec["channels"]):
+            for name in STATISTICS:
+                self.group[f"{channel}_ensemble_{name}"][init_index] = result[name][:, k]
+            if channel in spec.get("thresholds", {}):
+                self.group[f"{channel}_exceedance_probability"][:, init_index] = result[f"exceedance_{channel}"].transpose(1, 0, 2, 3)
+            if spec.get("quantiles"):
+                self.group[f"{channel}_quantile"][:, init_index] = result["quantile"][:, k].transpose(1, 0, 2, 3)
+        self.group["manifest/statistics_done"][init_index] = 1
 
     def member_checksums(self, init_index: int, start: int, stop: int) -> np.ndarray:
         """Checksums ``(stop - start, channel)`` of the stored values, all leads in order."""
@@ -182,11 +278,15 @@ def _runs(indices: np.ndarray):
     yield start, prev + 1
 
 
-def _schema_from_json(text: str) -> dict:
-    d = json.loads(text)
-    return {"channels": tuple(d["channels"]), "grid": d["grid"], "init_times": tuple(d["init_times"]),
-            "lead_hours": tuple(d["lead_hours"]), "n_members": d["n_members"], "lead_chunk": d["lead_chunk"],
-            "members": d["members"], "attrs": d["attrs"]}
+def _codecs(layout: StoreLayout, channel: str) -> dict:
+    import zarr
+
+    encoding = {"compressors": [zarr.codecs.ZstdCodec(level=layout.zstd_level)]}
+    if channel in layout.keepbits:
+        from zarr.codecs.numcodecs import BitRound
+
+        encoding["filters"] = [BitRound(keepbits=layout.keepbits[channel])]
+    return encoding
 
 
 def _write_template(path: Path, schema: StoreSchema, seeds: dict, title: str) -> None:
@@ -198,9 +298,11 @@ def _write_template(path: Path, schema: StoreSchema, seeds: dict, title: str) ->
     from forecast.channels import channel_attrs
 
     grid = Grid.from_dict(schema.grid)
+    layout = schema.store_layout
     n_members, n_init, n_lead = schema.n_members, len(schema.init_times), len(schema.lead_hours)
-    shape = (n_members, n_init, n_lead, grid.nlat, grid.nlon)
-    chunks = (1, 1, schema.lead_chunk, grid.nlat, grid.nlon)
+    fields = (grid.nlat, grid.nlon)
+    shard = (min(layout.shard_members, n_members), 1, min(layout.lead_chunk, n_lead), *fields)
+    inner = (1, 1, 1, *fields)
     init_times = np.array(schema.init_times, dtype="datetime64[ns]")
     lead_times = np.array(schema.lead_hours, dtype="timedelta64[h]").astype("timedelta64[ns]")
     coords = {
@@ -216,22 +318,50 @@ def _write_template(path: Path, schema: StoreSchema, seeds: dict, title: str) ->
         coords[name] = ("member", values.astype(object) if values.dtype.kind == "U" else values)
     for name, values in seeds.items():
         coords[name] = (("init_time", "member"), np.asarray(values, dtype=np.int64))
-    data = {
-        name: (("member", "init_time", "lead_time", "lat", "lon"), da.zeros(shape, chunks=chunks, dtype=np.float32), channel_attrs(name))
-        for name in schema.channels
-    }
-    attrs = {"title": title, "Conventions": "CF-1.10", "code_version": __version__, "schema": schema.to_json()}
+    dims = ("member", "init_time", "lead_time", "lat", "lon")
+    data, encoding = {}, {}
+    for name in schema.channels:
+        attrs = channel_attrs(name)
+        if name in layout.keepbits:
+            attrs["bitround_keepbits"] = layout.keepbits[name]
+        data[name] = (dims, da.zeros((n_members, n_init, n_lead, *fields), chunks=shard, dtype=np.float32), attrs)
+        encoding[name] = {"chunks": inner, "shards": shard, **_codecs(layout, name)}
+    spec = schema.statistics
+    stat_chunks = (1, shard[2], *fields)
+    for channel in spec.get("channels", ()):
+        attrs = channel_attrs(channel)
+        for stat in STATISTICS:
+            name = f"{channel}_ensemble_{stat}"
+            data[name] = (dims[1:], da.zeros((n_init, n_lead, *fields), chunks=stat_chunks, dtype=np.float32),
+                          {**attrs, "long_name": f"ensemble {stat} of {attrs['long_name']}", "cell_methods": f"member: {stat}"})
+            encoding[name] = {"chunks": stat_chunks}
+        thresholds = spec.get("thresholds", {}).get(channel)
+        if thresholds:
+            name, dim = f"{channel}_exceedance_probability", f"{channel}_threshold"
+            coords[dim] = (dim, np.asarray(thresholds, dtype=np.float64), {"units": attrs["units"]})
+            data[name] = ((dim, *dims[1:]), da.zeros((len(thresholds), n_init, n_lead, *fields), chunks=(1, *stat_chunks),
+                                                    dtype=np.float32),
+                          {"units": "1", "long_name": f"fraction of members with {channel} above the threshold"})
+            encoding[name] = {"chunks": (1, *stat_chunks)}
+        if spec.get("quantiles"):
+            coords["quantile"] = ("quantile", np.asarray(spec["quantiles"], dtype=np.float64))
+            name = f"{channel}_quantile"
+            data[name] = (("quantile", *dims[1:]), da.zeros((len(spec["quantiles"]), n_init, n_lead, *fields),
+                                                         chunks=(1, *stat_chunks), dtype=np.float32),
+                          {**attrs, "long_name": f"ensemble quantile of {attrs['long_name']} (exact, from the tails)"})
+            encoding[name] = {"chunks": (1, *stat_chunks)}
+    attrs = {"title": title, "Conventions": "CF-1.10", "code_version": __version__,
+             "layout": json.dumps(schema.layout), "statistics": json.dumps(spec)}
     attrs.update({k: json.dumps(v) if not isinstance(v, str) else v for k, v in schema.attrs.items()})
     ds = xr.Dataset(data, coords=coords, attrs=attrs)
-    encoding = {name: {"chunks": chunks} for name in schema.channels}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_attrs = dict(attrs)
-    del tmp_attrs["schema"]  # written last: a store without it is known to be half-created
-    ds.attrs = tmp_attrs
-    ds.to_zarr(str(path), mode="w-", compute=False, consolidated=False, zarr_format=3, encoding=encoding)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # BitRound is a numcodecs codec outside the v3 spec
+        ds.to_zarr(str(path), mode="w-", compute=False, consolidated=False, zarr_format=3, encoding=encoding)
     group = zarr.open_group(str(path), mode="r+")
     manifest = group.create_group("manifest")
-    manifest.create_array("done", shape=(n_init, n_members), chunks=(1, 1), dtype="uint8", fill_value=0)
-    manifest.create_array("checksum", shape=(n_init, n_members, len(schema.channels)), chunks=(1, 1, len(schema.channels)),
-                          dtype="int64", fill_value=0)
-    group.attrs["schema"] = schema.to_json()
+    manifest.create_array("done", shape=(n_init, n_members), chunks=(1, shard[0]), dtype="uint8", fill_value=0)
+    manifest.create_array("checksum", shape=(n_init, n_members, max(1, len(schema.channels))),
+                          chunks=(1, shard[0], max(1, len(schema.channels))), dtype="int64", fill_value=0)
+    if spec.get("channels"):
+        manifest.create_array("statistics_done", shape=(n_init,), chunks=(1,), dtype="uint8", fill_value=0)
+    group.attrs["schema"] = schema.to_json()  # written last

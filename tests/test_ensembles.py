@@ -28,10 +28,13 @@ def test_member_plan_is_checkpoint_major_with_pairs_and_control():
     assert [m.checkpoint for m in members] == [0, 0, 0, 0, 0, 1, 1, 1, 1]
     assert [m.sign for m in members] == [0, 1, -1, 1, -1, 1, -1, 1, -1]
     assert [m.pair for m in members] == [-1, 0, 0, 1, 1, 2, 2, 3, 3]
-    assert plan.blocks(2) == [(0, 1), (1, 3), (3, 5), (5, 7), (7, 9)]
-    assert plan.blocks_for(4, 6, 2) == [(3, 5), (5, 7)]
-    with pytest.raises(ValueError, match="even"):
-        plan.blocks(3)
+    assert plan.windows(2) == [(0, 2), (2, 4), (4, 6), (6, 8), (8, 9)]
+    assert plan.blocks(2) == [(0, 2), (2, 4), (4, 5), (5, 6), (6, 8), (8, 9)]  # split where the checkpoint changes
+    assert plan.blocks_for(4, 6, 2) == [(4, 5), (5, 6)]
+    # pair 0 (members 1, 2) straddles two blocks: both compute it in the same canonical group
+    assert plan.perturbation_groups([0], 2) == [[0]] and plan.perturbation_groups([1, 2], 4) == [[0, 1], [2, 3]]
+    with pytest.raises(ValueError, match="batch_size"):
+        plan.blocks(0)
 
 
 @pytest.mark.parametrize("text", ["5:3", "-1:2", "0:99", "x"])

@@ -51,7 +51,7 @@ def cmd_skill(args):
 def cmd_run(args):
     from workflows.recipes import run_ensemble
 
-    print(run_ensemble(_config(args), args.members))
+    print(run_ensemble(_config(args), args.members, args.init_times))
 
 
 def cmd_score(args):
@@ -91,7 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     with_config("train", "train the configured checkpoints on the nature run", cmd_train)
     with_config("skill", "deterministic RMSE of each checkpoint at skill.lead_hours (sets bred-vector amplitudes)", cmd_skill)
     run = with_config("run", "generate the ensemble into its Zarr store (resumes what is missing)", cmd_run)
-    run.add_argument("--members", help="member range A:B to generate (default: all)")
+    run.add_argument("--members", help="member range A:B to generate (default: all); under srun/torchrun each "
+                     "rank takes its share of it")
+    run.add_argument("--init-times", help="index range A:B of the configured start dates to run (array jobs); "
+                     "the store always holds all of them")
     with_config("demo", "planet -> train -> skill -> run -> score on the embedded world", cmd_demo, optional=True)
     score = sub.add_parser("score", help="score an ensemble store against the truth and write a report")
     score.add_argument("store", help="ensemble Zarr store")
@@ -112,7 +115,14 @@ def _fix_optional_config(args):
 
 
 def main(argv=None) -> int:
-    args = _fix_optional_config(build_parser().parse_args(argv))
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    unknown = [item for item in extra if item.startswith("-") or "=" not in item or not hasattr(args, "overrides")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    args = _fix_optional_config(args)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("distributed", "bokeh", "tornado"):

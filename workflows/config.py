@@ -95,15 +95,36 @@ class PerturbationSection:
 
 
 @dataclass(frozen=True)
+class StatisticsSection:
+    """Streaming statistics; ``only`` names channels kept as statistics alone (no member fields)."""
+
+    channels: tuple = ()
+    only: tuple = ()
+    thresholds: dict = field(default_factory=dict)  # channel -> thresholds in physical units
+    quantiles: tuple = ()
+    tail_members: int = 0
+
+
+@dataclass(frozen=True)
+class CompressionSection:
+    keepbits: dict = field(default_factory=dict)  # channel -> float32 mantissa bits kept (BitRound, lossy)
+    zstd_level: int = 3
+
+
+@dataclass(frozen=True)
 class EnsembleSection:
     init_times: TimeRange = field(default_factory=lambda: TimeRange("2000-10-05T00", "2000-11-10T00", 72))
     lead_hours: int = 120
     members_per_checkpoint: int = 8
     control: bool = True
-    batch_size: int = 8
+    batch_size: int | str = 8  # or "auto": as many as fit on the GPU (8 on a CPU)
     seed: int = 0
-    device: str = "cpu"
+    device: str = "cpu"  # "cuda": each rank uses GPU LOCAL_RANK mod the GPUs visible
+    autocast_bf16: bool = False
+    writer_threads: int = 2
     perturbation: PerturbationSection = field(default_factory=PerturbationSection)
+    statistics: StatisticsSection = field(default_factory=StatisticsSection)
+    compression: CompressionSection = field(default_factory=CompressionSection)
 
 
 @dataclass(frozen=True)

@@ -197,34 +197,64 @@ def perturbation_settings(config: Config, checkpoints: list[Path]):
                                 boundary_latitude=p.boundary_latitude, last_cycle_ends=p.last_cycle_ends)
 
 
-def build_engine(config: Config):
-    from ensembles.engine import EnsembleEngine
+def build_engine(config: Config, local_rank: int = 0):
+    from ensembles.engine import EnsembleEngine, auto_batch_size
     from ensembles.plan import MemberPlan
+    from ensembles.ranks import device_for
+    from ensembles.stats import StatisticsSpec
     from forecast.data import open_source
+    from forecast.store import EnsembleStore, StoreError
     from models.checkpoint import read_card
 
     e = config.ensemble
     checkpoints = checkpoint_dirs(config)
-    dt = read_card(checkpoints[0]).dt_hours
+    card = read_card(checkpoints[0])
+    dt = card.dt_hours
     if e.lead_hours % dt:
         raise ConfigError(f"ensemble.lead_hours={e.lead_hours} is not a multiple of the model step ({dt} h)")
+    if e.lead_hours < 0:
+        raise ConfigError(f"ensemble.lead_hours must be non-negative, got {e.lead_hours}")
     plan = MemberPlan(len(checkpoints), e.members_per_checkpoint, control=e.control,
                       perturbation="none" if e.perturbation.method == "none" else "paired")
+    device = device_for(e.device, local_rank)
+    batch_size = e.batch_size
+    if batch_size == "auto":
+        try:  # a store that exists fixes the batch layout
+            batch_size = EnsembleStore.open(config.paths.resolve("store")).schema.attrs["batch_size"]
+        except StoreError:
+            batch_size = auto_batch_size(checkpoints[0], device, card.model_grid.shape)
+    elif not isinstance(batch_size, int):
+        raise ConfigError(f"ensemble.batch_size must be a positive integer or 'auto', got {batch_size!r}")
+    s = e.statistics
+    statistics = None
+    if s.channels:
+        statistics = StatisticsSpec(channels=s.channels, thresholds=s.thresholds, quantiles=s.quantiles,
+                                    tail_members=s.tail_members)
     analyses = open_source(config.paths.resolve("analysis"), name="analyses")
     return EnsembleEngine(checkpoints=[str(c) for c in checkpoints], plan=plan, analyses=analyses,
-                          init_times=e.init_times.times(), lead_steps=e.lead_hours // dt, batch_size=e.batch_size,
-                          base_seed=e.seed, perturbation=perturbation_settings(config, checkpoints), device=e.device)
+                          init_times=e.init_times.times(), lead_steps=e.lead_hours // dt, batch_size=batch_size,
+                          base_seed=e.seed, perturbation=perturbation_settings(config, checkpoints), device=device,
+                          statistics=statistics, statistics_only=s.only, keepbits=e.compression.keepbits,
+                          zstd_level=e.compression.zstd_level, writer_threads=e.writer_threads,
+                          autocast_bf16=e.autocast_bf16)
 
 
-def run_ensemble(config: Config, members: str | None = None) -> Path:
+def run_ensemble(config: Config, members: str | None = None, init_times: str | None = None) -> Path:
+    """Generate the ensemble (this rank's share under srun/torchrun) into ``paths.store``."""
     from ensembles.plan import parse_member_range
+    from ensembles.ranks import rank_from_environment
 
-    engine = build_engine(config)
+    ranks = rank_from_environment()
+    engine = build_engine(config, ranks.local_rank)
     start, stop = parse_member_range(members, engine.plan.size) if members else (0, engine.plan.size)
+    init_indices = None
+    if init_times:
+        a, b = parse_member_range(init_times, len(engine.init_times), "start date")
+        init_indices = range(a, b)
     path = config.paths.resolve("store")
     store = engine.create_store(path)
-    counts = engine.run(store, start, stop)
-    log.info("run: members %d:%d into %s: %s", start, stop, path, counts)
+    counts = engine.run(store, start, stop, rank=ranks.rank, world=ranks.world, init_indices=init_indices)
+    log.info("run: rank %d/%d, members %d:%d into %s: %s", ranks.rank, ranks.world, start, stop, path, counts)
     return path
 
 
