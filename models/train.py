@@ -64,7 +64,8 @@ def train(model: nn.Module, data: np.ndarray, settings: TrainSettings, seed: int
           loss_fn=None, valid_starts: np.ndarray | None = None) -> list[float]:
     """Train ``model`` (a ``ForecastModel`` with ``.network``) on normalised ``data`` ``(time, channel, lat, lon)``.
 
-    ``loss_fn(model, window, generator, weights) -> loss`` defaults to the area-weighted MSE of an
+    ``loss_fn(model, window, generators, weights) -> loss`` (``generators``: one per row of the rank's
+    slice, seeded from the row's place in the global batch) defaults to the area-weighted MSE of an
     autoregressive rollout over ``settings.rollout_steps``. Returns the loss per step (mean over ranks).
     """
     rank, world = rank_and_world()
@@ -83,15 +84,16 @@ def train(model: nn.Module, data: np.ndarray, settings: TrainSettings, seed: int
         optimiser, lambda i: min(1.0, (i + 1) / 20) * 0.5 * (1 + math.cos(math.pi * i / settings.steps))
     )
     sampler = torch.Generator().manual_seed(seed + 1)
-    noise = torch.Generator().manual_seed(seed + 2 + rank)
     share = settings.batch_size // world
     losses = []
     model.train()
     try:
         for step in range(settings.steps):
             window = sample_windows(data, settings.rollout_steps + 1, settings.batch_size, sampler, valid_starts)
-            window = window[rank * share:(rank + 1) * share]
-            loss = loss_fn(model, window, noise, weights)
+            rows = range(rank * share, (rank + 1) * share)
+            window = window[rows.start:rows.stop]
+            noise = [torch.Generator().manual_seed(_row_seed(seed, step, row)) for row in rows]
+            loss = loss_fn(model, window, noise, weights, step=step)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -109,10 +111,65 @@ def train(model: nn.Module, data: np.ndarray, settings: TrainSettings, seed: int
     return losses
 
 
-def rollout_mse(model, window: torch.Tensor, generator: torch.Generator, weights: torch.Tensor) -> torch.Tensor:
+def _row_seed(seed: int, step: int, row: int) -> int:
+    """Noise seed of one row of the global batch: the same whichever rank trains that row."""
+    return (seed * 1_000_003 + step) * 65_537 + row
+
+
+def rollout_mse(model, window: torch.Tensor, generators, weights: torch.Tensor, step: int = 0) -> torch.Tensor:
     x = window[:, 0]
     total = 0.0
     for k in range(1, window.shape[1]):
         x = model.network(x)
         total = total + weighted_mse(x, window[:, k], weights)
     return total / (window.shape[1] - 1)
+
+
+@dataclass(frozen=True)
+class VAELoss:
+    """Fair CRPS over ``samples`` latent draws per input plus ``beta`` x KL(q || p) (FuXi-ENS).
+
+    ``sample_from="posterior"`` draws the training samples from q(z | x_t, x_t+1), as a conditional VAE
+    does; ``"prior"`` draws them from p(z | x_t), which trains the ensemble's spread directly. For the first
+    ``mse_warmup_steps`` the loss is the MSE of the prior-mean forecast (plus the KL term). With
+    ``rollout_steps > 1`` each sample continues from its own previous prediction.
+    """
+
+    samples: int = 2
+    beta: float = 1e-3
+    sample_from: str = "posterior"
+    mse_warmup_steps: int = 0
+
+    def __post_init__(self):
+        if self.samples < 2:
+            raise ValueError(f"the fair CRPS needs at least 2 samples per input, got {self.samples}")
+        if self.sample_from not in ("posterior", "prior"):
+            raise ValueError(f"sample_from must be 'posterior' or 'prior', got {self.sample_from!r}")
+        if self.beta < 0:
+            raise ValueError(f"beta must be non-negative, got {self.beta}")
+
+    def __call__(self, model, window: torch.Tensor, generators, weights: torch.Tensor, step: int = 10**9) -> torch.Tensor:
+        n = self.samples
+        batch = window.shape[0]
+        warmup = step < self.mse_warmup_steps
+        x = window[:, 0].repeat_interleave(n, dim=0)  # (batch * samples, channel, lat, lon)
+        sample_generators = [g for g in generators for _ in range(n)]
+        total = 0.0
+        for k in range(1, window.shape[1]):
+            target = window[:, k]
+            x, kl = model.network(x, target=target.repeat_interleave(n, dim=0), generator=sample_generators,
+                                  sample_from=self.sample_from, use_mean=warmup)
+            if warmup:
+                total = total + weighted_mse(x, target.repeat_interleave(n, dim=0), weights) + self.beta * kl
+            else:
+                members = x.reshape(batch, n, *x.shape[1:])
+                total = total + weighted_fair_crps(members, target, weights) + self.beta * kl
+        return total / (window.shape[1] - 1)
+
+
+def weighted_fair_crps(members: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Area-weighted mean of the fair CRPS; ``members`` ``(batch, n, channel, lat, lon)``, n >= 2."""
+    n = members.shape[1]
+    skill = (members - target.unsqueeze(1)).abs().mean(dim=1)
+    spread = (members.unsqueeze(1) - members.unsqueeze(2)).abs().sum(dim=(1, 2)) / (2 * n * (n - 1))
+    return ((skill - spread) * weights).sum(dim=(-2, -1)).mean()

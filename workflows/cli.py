@@ -51,7 +51,7 @@ def cmd_skill(args):
 def cmd_run(args):
     from workflows.recipes import run_ensemble
 
-    print(run_ensemble(_config(args), args.members, args.init_times))
+    print(run_ensemble(_config(args), args.members, args.init_times, args.experiment))
 
 
 def cmd_score(args):
@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = with_config("run", "generate the ensemble into its Zarr store (resumes what is missing)", cmd_run)
     run.add_argument("--members", help="member range A:B to generate (default: all); under srun/torchrun each "
                      "rank takes its share of it")
+    run.add_argument("--experiment", help="run the named experiment (a variant of the ensemble section) instead")
     run.add_argument("--init-times", help="index range A:B of the configured start dates to run (array jobs); "
                      "the store always holds all of them")
     with_config("demo", "planet -> train -> skill -> run -> score on the embedded world", cmd_demo, optional=True)

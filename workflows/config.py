@@ -47,6 +47,7 @@ class Paths:
     checkpoints: str = "{workdir}/checkpoints"
     store: str = "{workdir}/ensemble.zarr"
     scores: str = "{workdir}/scores"
+    experiments: str = "{workdir}/experiments"
 
     def resolve(self, name: str) -> Path:
         return Path(getattr(self, name).format(workdir=self.workdir))
@@ -63,7 +64,19 @@ class PlanetSection:
 
 
 @dataclass(frozen=True)
+class VAELossSection:
+    """FuXi-ENS training loss (see ``models.train.VAELoss``)."""
+
+    samples: int = 2
+    beta: float = 1e-3
+    sample_from: str = "posterior"
+    mse_warmup_steps: int = 0
+
+
+@dataclass(frozen=True)
 class TrainSection:
+    """One set of checkpoints: ``checkpoints`` models of one family trained with seeds seed, seed+1, ..."""
+
     model: str = "sfno"
     checkpoints: int = 2
     seed: int = 0
@@ -74,6 +87,7 @@ class TrainSection:
     learning_rate: float = 5e-3
     rollout_steps: int = 1
     processes: int = 0  # 0: one per checkpoint, at most one per core
+    vae_loss: VAELossSection = field(default_factory=VAELossSection)
 
 
 @dataclass(frozen=True)
@@ -113,6 +127,7 @@ class CompressionSection:
 
 @dataclass(frozen=True)
 class EnsembleSection:
+    models: tuple = ()  # names of model sets (train.model, keys of extra_models); default: the train set
     init_times: TimeRange = field(default_factory=lambda: TimeRange("2000-10-05T00", "2000-11-10T00", 72))
     lead_hours: int = 120
     members_per_checkpoint: int = 8
@@ -135,11 +150,17 @@ class ScoreSection:
 
 @dataclass(frozen=True)
 class Config:
+    """The whole run. ``extra_models`` are model sets trained beside ``train`` (e.g. a VAE next to the
+    SFNO checkpoints); ``experiments`` are further ensembles, each the ``ensemble`` section with some keys
+    changed, run into ``paths.experiments/<name>.zarr`` and compared in the report."""
+
     paths: Paths = field(default_factory=Paths)
     planet: PlanetSection = field(default_factory=PlanetSection)
     train: TrainSection = field(default_factory=TrainSection)
+    extra_models: dict[str, TrainSection] = field(default_factory=dict)
     skill: SkillSection = field(default_factory=SkillSection)
     ensemble: EnsembleSection = field(default_factory=EnsembleSection)
+    experiments: dict[str, EnsembleSection] = field(default_factory=dict)
     score: ScoreSection = field(default_factory=ScoreSection)
 
 
@@ -178,6 +199,9 @@ def _convert(value, annotation, where: str):
     if annotation is dict or origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        args = typing.get_args(annotation)
+        if len(args) == 2 and isinstance(args[1], type) and is_dataclass(args[1]):
+            return {str(k): build(args[1], v, f"{where}.{k}") for k, v in value.items()}
         return dict(value)
     if origin in (typing.Union, types.UnionType):
         return value
@@ -223,7 +247,19 @@ def load_config(path: str | os.PathLike | None = None, overrides: typing.Sequenc
             if not isinstance(target, dict):
                 raise ConfigError(f"override {key!r}: '{part}' is not a section")
         target[parts[-1]] = yaml.safe_load(text)
+    experiments = data.get("experiments") or {}
+    if not isinstance(experiments, dict):
+        raise ConfigError("experiments must be a mapping of names to ensemble settings")
+    data["experiments"] = {name: _merged(data.get("ensemble") or {}, changes or {}) for name, changes in experiments.items()}
     return build(Config, data)
+
+
+def _merged(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` applied recursively (mappings merge, other values replace)."""
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def with_workdir(config: Config, workdir: str) -> Config:

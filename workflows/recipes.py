@@ -11,23 +11,14 @@ import os
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
 from workflows.config import Config, ConfigError
+from workflows.training import available_cores, checkpoint_dirs, model_sets, train_checkpoints  # noqa: F401
 
 log = logging.getLogger(__name__)
-
-
-def _available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 # -- planet ---------------------------------------------------------------------------------------
@@ -76,91 +67,6 @@ def _write_dataset(ds, path: Path) -> None:
     os.replace(tmp, path)
 
 
-# -- training -------------------------------------------------------------------------------------
-def checkpoint_dirs(config: Config) -> list[Path]:
-    root = config.paths.resolve("checkpoints")
-    return [root / f"{config.train.model}-{k}" for k in range(config.train.checkpoints)]
-
-
-def train_checkpoints(config: Config) -> list[Path]:
-    """Train ``train.checkpoints`` models with seeds ``seed, seed+1, ...`` (valid ones are kept)."""
-    from models.checkpoint import CheckpointError, load_checkpoint
-
-    dirs = checkpoint_dirs(config)
-    todo = []
-    for k, d in enumerate(dirs):
-        try:
-            load_checkpoint(d)
-            log.info("train: %s exists and loads, skipping", d)
-        except CheckpointError:
-            todo.append(k)
-    if not todo:
-        return dirs
-    workers = config.train.processes or min(len(todo), _available_cores())
-    log.info("train: %d checkpoint(s) in %d process(es)", len(todo), workers)
-    if workers == 1:
-        for k in todo:
-            train_one(config, k)
-    else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                 initializer=_quiet_worker, initargs=(logging.getLogger().level,)) as pool:
-            for result in pool.map(train_one, [config] * len(todo), todo):
-                log.info("train: wrote %s", result)
-    return dirs
-
-
-def _quiet_worker(level: int) -> None:
-    import torch
-
-    torch.set_num_threads(1)
-    logging.basicConfig(level=level, format="%(asctime)s %(processName)s %(name)s: %(message)s")
-
-
-def training_data(config: Config):
-    from forecast.data import normalisation_stats, open_source
-
-    source = open_source(config.paths.resolve("nature"), name="nature run")
-    times = config.train.period.times()
-    source.time_index(times)
-    channels = tuple(sorted(source.channels))
-    steps = np.diff(source.times).astype("timedelta64[h]").astype(int)
-    if len(steps) == 0 or (steps != steps[0]).any():
-        raise ConfigError("the training data must have a uniform time step")
-    mean, std = normalisation_stats(source, channels, times)
-    return source, times, channels, int(steps[0]), mean, std
-
-
-def train_one(config: Config, k: int) -> Path:
-    from models.card import ModelCard
-    from models.checkpoint import build_model, save_checkpoint
-    from models.sfno import SFNOConfig
-    from models.train import TrainSettings, seeded_init, train
-
-    t = config.train
-    if t.model != "sfno":
-        raise ConfigError(f"train.model {t.model!r} is not known; expected 'sfno'")
-    source, times, channels, dt_hours, mean, std = training_data(config)
-    grid = source.grid
-    architecture = {"in_channels": len(channels), "out_channels": len(channels), "nlat": grid.nlat, "nlon": grid.nlon,
-                    "grid": grid.kind, **t.architecture}
-    architecture = SFNOConfig.from_dict(architecture).to_dict()
-    seed = t.seed + k
-    settings = TrainSettings(steps=t.steps, batch_size=t.batch_size, learning_rate=t.learning_rate, rollout_steps=t.rollout_steps)
-    card = ModelCard(family=t.model, channels=channels, grid=grid.to_dict(), dt_hours=dt_hours, mean=mean, std=std,
-                     architecture=architecture, name=f"{t.model}-{k}", seed=seed,
-                     training={"period": [str(times[0]), str(times[-1])], **asdict(settings)})
-    model = seeded_init(lambda: build_model(card), seed)
-    data = source.fields(times, channels)
-    data = ((data - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
-    began = time.perf_counter()
-    losses = train(model, data, settings, seed, grid.area_weights())
-    model.card = ModelCard(**{**asdict(card), "training": {**card.training, "final_loss": float(np.mean(losses[-50:])),
-                                                             "seconds": round(time.perf_counter() - began, 1)}})
-    path = checkpoint_dirs(config)[k]
-    save_checkpoint(model, path)
-    return path
-
-
 # -- skill ----------------------------------------------------------------------------------------
 def compute_skill(config: Config) -> dict:
     """RMSE of each checkpoint at ``skill.lead_hours`` from analyses against the truth; writes skill.json."""
@@ -172,7 +78,7 @@ def compute_skill(config: Config) -> dict:
     truth = open_source(config.paths.resolve("nature"), name="nature run")
     init_times = config.skill.init_times.times()
     results = {}
-    for d in checkpoint_dirs(config):
+    for d in checkpoint_dirs(config, list(model_sets(config))):
         model = load_checkpoint(d)
         rmse = deterministic_rmse(model, analyses, truth, init_times, config.skill.lead_hours)
         save_skill(d, rmse, config.skill.lead_hours, len(init_times), str(config.paths.resolve("analysis")))
@@ -182,11 +88,11 @@ def compute_skill(config: Config) -> dict:
 
 
 # -- ensemble -------------------------------------------------------------------------------------
-def perturbation_settings(config: Config, checkpoints: list[Path]):
+def perturbation_settings(config: Config, checkpoints: list[Path], section=None):
     from ensembles.engine import PerturbationSettings
     from ensembles.skill import load_skill
 
-    p = config.ensemble.perturbation
+    p = (section or config.ensemble).perturbation
     amplitude = dict(p.amplitude)
     if p.method != "none" and not amplitude:
         skills = [load_skill(d, config.skill.lead_hours) for d in checkpoints]
@@ -197,7 +103,22 @@ def perturbation_settings(config: Config, checkpoints: list[Path]):
                                 boundary_latitude=p.boundary_latitude, last_cycle_ends=p.last_cycle_ends)
 
 
-def build_engine(config: Config, local_rank: int = 0):
+def ensemble_section(config: Config, experiment: str | None = None):
+    """The ``ensemble`` section, or the named experiment's version of it."""
+    if experiment is None:
+        return config.ensemble
+    if experiment not in config.experiments:
+        raise ConfigError(f"unknown experiment {experiment!r}; the config defines {sorted(config.experiments)}")
+    return config.experiments[experiment]
+
+
+def store_path(config: Config, experiment: str | None = None) -> Path:
+    if experiment is None:
+        return config.paths.resolve("store")
+    return config.paths.resolve("experiments") / f"{experiment}.zarr"
+
+
+def build_engine(config: Config, local_rank: int = 0, experiment: str | None = None):
     from ensembles.engine import EnsembleEngine, auto_batch_size
     from ensembles.plan import MemberPlan
     from ensembles.ranks import device_for
@@ -206,8 +127,8 @@ def build_engine(config: Config, local_rank: int = 0):
     from forecast.store import EnsembleStore, StoreError
     from models.checkpoint import read_card
 
-    e = config.ensemble
-    checkpoints = checkpoint_dirs(config)
+    e = ensemble_section(config, experiment)
+    checkpoints = checkpoint_dirs(config, e.models or None)
     card = read_card(checkpoints[0])
     dt = card.dt_hours
     if e.lead_hours % dt:
@@ -220,7 +141,7 @@ def build_engine(config: Config, local_rank: int = 0):
     batch_size = e.batch_size
     if batch_size == "auto":
         try:  # a store that exists fixes the batch layout
-            batch_size = EnsembleStore.open(config.paths.resolve("store")).schema.attrs["batch_size"]
+            batch_size = EnsembleStore.open(store_path(config, experiment)).schema.attrs["batch_size"]
         except StoreError:
             batch_size = auto_batch_size(checkpoints[0], device, card.model_grid.shape)
     elif not isinstance(batch_size, int):
@@ -233,25 +154,26 @@ def build_engine(config: Config, local_rank: int = 0):
     analyses = open_source(config.paths.resolve("analysis"), name="analyses")
     return EnsembleEngine(checkpoints=[str(c) for c in checkpoints], plan=plan, analyses=analyses,
                           init_times=e.init_times.times(), lead_steps=e.lead_hours // dt, batch_size=batch_size,
-                          base_seed=e.seed, perturbation=perturbation_settings(config, checkpoints), device=device,
+                          base_seed=e.seed, perturbation=perturbation_settings(config, checkpoints, e), device=device,
                           statistics=statistics, statistics_only=s.only, keepbits=e.compression.keepbits,
                           zstd_level=e.compression.zstd_level, writer_threads=e.writer_threads,
                           autocast_bf16=e.autocast_bf16)
 
 
-def run_ensemble(config: Config, members: str | None = None, init_times: str | None = None) -> Path:
-    """Generate the ensemble (this rank's share under srun/torchrun) into ``paths.store``."""
+def run_ensemble(config: Config, members: str | None = None, init_times: str | None = None,
+                 experiment: str | None = None) -> Path:
+    """Generate the ensemble (or an experiment's; this rank's share under srun/torchrun) into its store."""
     from ensembles.plan import parse_member_range
     from ensembles.ranks import rank_from_environment
 
     ranks = rank_from_environment()
-    engine = build_engine(config, ranks.local_rank)
+    engine = build_engine(config, ranks.local_rank, experiment)
     start, stop = parse_member_range(members, engine.plan.size) if members else (0, engine.plan.size)
     init_indices = None
     if init_times:
         a, b = parse_member_range(init_times, len(engine.init_times), "start date")
         init_indices = range(a, b)
-    path = config.paths.resolve("store")
+    path = store_path(config, experiment)
     store = engine.create_store(path)
     counts = engine.run(store, start, stop, rank=ranks.rank, world=ranks.world, init_indices=init_indices)
     log.info("run: rank %d/%d, members %d:%d into %s: %s", ranks.rank, ranks.world, start, stop, path, counts)
@@ -272,7 +194,7 @@ def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: st
     forecast = open_ensemble(store_path)
     truth = xr.open_zarr(str(truth_path), consolidated=False)
     began = time.perf_counter()
-    with dask_client(workers or _available_cores(), scheduler) as client:
+    with dask_client(workers or available_cores(), scheduler) as client:
         lazy = score_ensemble(forecast, truth)
         from distributed import progress
 
@@ -288,10 +210,36 @@ def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: st
 
 
 def demo(config: Config) -> Path:
-    """planet -> train -> skill -> run -> score; returns the report path."""
+    """planet -> train -> skill -> run -> score, for the ensemble and every experiment; returns the report
+    path (with the experiments compared side by side when there are any)."""
+    from workflows.compare import append_comparison
+
     make_planet(config)
     train_checkpoints(config)
     compute_skill(config)
-    store = run_ensemble(config)
-    return score_store(store, config.paths.resolve("nature"), config.paths.resolve("scores"),
-                       workers=config.score.workers, scheduler=config.score.scheduler)
+    truth = config.paths.resolve("nature")
+    scores_dir = config.paths.resolve("scores")
+    report = score_store(run_ensemble(config), truth, scores_dir, workers=config.score.workers,
+                         scheduler=config.score.scheduler)
+    if not config.experiments:
+        return report
+    score_files = {"ensemble": scores_dir / "scores.nc"}
+    for name in config.experiments:
+        out = scores_dir / name
+        score_store(run_ensemble(config, experiment=name), truth, out, workers=config.score.workers,
+                    scheduler=config.score.scheduler)
+        score_files[name] = out / "scores.nc"
+    return append_comparison(report, score_files, describe_experiments(config))
+
+
+def describe_experiments(config: Config) -> dict[str, str]:
+    """One line per ensemble: its model sets, members and perturbation."""
+    out = {}
+    for name in ("ensemble", *config.experiments):
+        e = ensemble_section(config, None if name == "ensemble" else name)
+        sets = model_sets(config)
+        models = e.models or (config.train.model,)
+        members = sum(sets[m].checkpoints for m in models) * e.members_per_checkpoint + (1 if e.control else 0)
+        out[name] = (f"{members} members from {' + '.join(f'{sets[m].checkpoints} {sets[m].model.upper()}' for m in models)} "
+                     f"checkpoint(s); perturbation: {e.perturbation.method}" + ("; with control" if e.control else ""))
+    return out
