@@ -197,6 +197,11 @@ class EnsembleEngine:
                                     "used for breeding have NaN or Inf")
                 history = model.normalise(torch.from_numpy(fields).to(self.device))
             seed_channels = torch.tensor([c in p.channels for c in card.channels])
+            if getattr(model, "needs_time", False):  # cos-zenith models: each cycle steps from a known time
+                init = np.datetime64(self.init_times[init_index], "ns")
+                times = list(self.history_times(init)) if p.last_cycle_ends == "t" else [init] * p.cycles
+                return BredVector(lambda x, t: model.step(x, None, time=t), self.grid, amplitude, seed_channels,
+                                  p.length_scale_km, p.cycles, p.boundary_latitude, p.last_cycle_ends, history, times)
             return BredVector(lambda x: model.step(x, None), self.grid, amplitude, seed_channels, p.length_scale_km,
                               p.cycles, p.boundary_latitude, p.last_cycle_ends, history)
         return None
@@ -220,6 +225,7 @@ class EnsembleEngine:
                         x[row] = x0[0] + m.sign * dx[pairs.index(m.pair)]
                 x = torch.maximum(x, floor)
             noise = [member_generator(self.base_seed, init_time, m.index, "noise") for m in members]
-            for lead, state in rollout(model, x, self.lead_steps, noise, floor):
+            start_time = init_time if getattr(model, "needs_time", False) else None
+            for lead, state in rollout(model, x, self.lead_steps, noise, floor, start_time=start_time):
                 yield lead, model.denormalise(state).float().cpu().numpy()
 
