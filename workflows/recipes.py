@@ -205,12 +205,14 @@ def build_engine(config: Config):
 
     e = config.ensemble
     checkpoints = checkpoint_dirs(config)
-    dt = read_card(checkpoints[0]).dt_hours
+    card = read_card(checkpoints[0])
+    dt = card.dt_hours
     if e.lead_hours % dt:
         raise ConfigError(f"ensemble.lead_hours={e.lead_hours} is not a multiple of the model step ({dt} h)")
     plan = MemberPlan(len(checkpoints), e.members_per_checkpoint, control=e.control,
                       perturbation="none" if e.perturbation.method == "none" else "paired")
-    analyses = open_source(config.paths.resolve("analysis"), name="analyses")
+    # ERA5 (WeatherBench2, ARCO, CDS) is read through the lexicon and regridded to the model grid if needed
+    analyses = open_source(config.paths.resolve("analysis"), name="analyses", grid=card.model_grid, channels=card.channels)
     return EnsembleEngine(checkpoints=[str(c) for c in checkpoints], plan=plan, analyses=analyses,
                           init_times=e.init_times.times(), lead_steps=e.lead_hours // dt, batch_size=e.batch_size,
                           base_seed=e.seed, perturbation=perturbation_settings(config, checkpoints), device=e.device)
