@@ -163,7 +163,7 @@ def era5_dataset(dataset, channels=None, layout: str = "auto", name: str = "ERA5
                                f"variables {sorted(map(str, ds.data_vars))}"
             continue
         da = da.transpose("time", "lat", "lon").isel(lat=_as_slice(lat_index), lon=_as_slice(lon_index))
-        da = da.assign_coords(lat=("lat", lat), lon=("lon", lon))
+        da = da.reset_coords(drop=True).assign_coords(lat=("lat", lat), lon=("lon", lon))  # no stray coords
         out[channel] = da
     result = xr.Dataset(out, coords={"time": ds["time"].values, "lat": lat, "lon": lon})
     result.attrs["source_layout"] = layout

@@ -145,9 +145,12 @@ def channels_and_indices(root: Path, config: dict) -> tuple[list[str], list[int]
     indices = config.get("in_channels")
     if indices is None:
         indices = list(range(len(names)))
+    elif isinstance(indices, int):  # a count rather than makani's index list
+        indices = list(range(indices))
     if not isinstance(indices, list) or not all(isinstance(i, int) for i in indices):
         _fail(root, f"config.json in_channels must be a list of indices, got {indices!r}")
     out_indices = config.get("out_channels", indices)
+    out_indices = list(range(out_indices)) if isinstance(out_indices, int) else out_indices
     if list(out_indices) != list(indices):
         _fail(root, "config.json predicts other channels than it takes (in_channels != out_channels); not supported")
     if len(names) == len(indices):
@@ -168,9 +171,11 @@ def channels_and_indices(root: Path, config: dict) -> tuple[list[str], list[int]
 
 def _check_supported(root: Path, config: dict) -> None:
     """Refuse settings that change the computation in ways our SFNO cannot reproduce."""
-    nettype = str(config.get("nettype", "")).lower()
+    nettype = str(config.get("nettype", "SFNO")).lower()
     if nettype not in ("sfno", "sfnonet", "sphericalfourierneuraloperatornet"):
         _fail(root, f"nettype {config.get('nettype')!r} is not an SFNO")
+    if "nettype" not in config:
+        log.warning("config.json has no nettype: reading it as an SFNO (the weights are checked against one)")
     rules = [
         ("spectral_transform", "sht", ("sht",)),
         ("filter_type", "linear", ("linear",)),
@@ -213,8 +218,13 @@ def _check_supported(root: Path, config: dict) -> None:
         _fail(root, f"config.json data_grid_type={data_grid!r} differs from model_grid_type: not supported")
 
 
-def _extra_inputs(root: Path, config: dict, grid) -> tuple[dict, torch.Tensor | None]:
-    """The extra-input spec and the static fields (orography, one-hot land-sea mask) makani would build."""
+def _extra_inputs(root: Path, config: dict, grid, n_state: int, n_encoder: int | None) -> tuple[dict, torch.Tensor | None]:
+    """The extra-input spec and the static fields (orography, one-hot land-sea mask) makani would build.
+
+    makani one-hot encodes the land-sea mask with ``max + 1`` classes (2 for ERA5's mask, which has exact
+    ones over land). The encoder's input count (``n_encoder``) settles the class count when the file's
+    mask lacks its top class; a mask with more classes than the weights have room for is refused.
+    """
     extra: dict = {}
     if config.get("add_zenith"):
         extra["cos_zenith"] = True
@@ -233,7 +243,12 @@ def _extra_inputs(root: Path, config: dict, grid) -> tuple[dict, torch.Tensor | 
         static.append(_orography(root, grid))
         names.append("orography")
     if config.get("add_landmask"):
-        mask = _land_mask(root, grid)
+        from models.extra_inputs import ExtraInputSpec
+
+        room = None
+        if n_encoder is not None:
+            room = n_encoder - n_state - ExtraInputSpec.from_dict(extra).count - len(names)
+        mask = _land_mask(root, grid, room)
         static.append(mask)
         names += [f"land_sea_mask_{k}" for k in range(mask.shape[0])]
     if names:
@@ -255,10 +270,16 @@ def _read_invariant(root: Path, filename: str, variables: tuple[str, ...], grid)
         while da.ndim > 2:
             da = da.isel({da.dims[0]: 0})
         lat_dim = next((d for d in da.dims if d in ("latitude", "lat")), None)
+        lon_dim = next((d for d in da.dims if d in ("longitude", "lon")), None)
+        if lat_dim is not None and lon_dim is not None:
+            da = da.transpose(lat_dim, lon_dim)
+            if da[lat_dim].size > 1 and float(da[lat_dim][0]) < float(da[lat_dim][-1]):
+                da = da.isel({lat_dim: slice(None, None, -1)})
+                log.info("%s: latitudes ascending in the file, flipped to north-to-south", filename)
+            if da[lon_dim].size > 1 and float(da[lon_dim].min()) < 0:
+                da = da.isel({lon_dim: np.argsort(np.mod(da[lon_dim].values, 360.0), kind="stable")})
+                log.info("%s: longitudes -180..180 in the file, moved to 0..360", filename)
         values = np.asarray(da.values)
-        if lat_dim is not None and da[lat_dim].size > 1 and float(da[lat_dim][0]) < float(da[lat_dim][-1]):
-            values = values[::-1] if da.dims[0] == lat_dim else values[:, ::-1]
-            log.info("%s: latitudes ascending in the file, flipped to north-to-south", filename)
     if values.shape != (grid.nlat, grid.nlon):
         _fail(root, f"{filename}: {name} has shape {values.shape}, the model grid is {(grid.nlat, grid.nlon)}")
     if not np.isfinite(values).all():
@@ -268,19 +289,25 @@ def _read_invariant(root: Path, filename: str, variables: tuple[str, ...], grid)
 
 def _orography(root: Path, grid) -> torch.Tensor:
     """makani v0.1.0: Z scaled to [0, 1], then standardised with the (unbiased) std plus 1e-6."""
-    z = _read_invariant(root, OROGRAPHY, ("Z", "z"), grid).astype(np.float32)
+    z = _read_invariant(root, OROGRAPHY, ("Z", "z", "orography", "geopotential_at_surface"), grid).astype(np.float32)
     z = (z - z.min()) / (z.max() - z.min())
     oro = torch.tensor(z, dtype=torch.float32)
     return ((oro - oro.mean()) / (oro.std() + 1.0e-6))[None]
 
 
-def _land_mask(root: Path, grid) -> torch.Tensor:
+def _land_mask(root: Path, grid, room: int | None = None) -> torch.Tensor:
     """makani v0.1.0: LSM cast to integers (truncating fractions) and one-hot encoded (classes 0..max)."""
-    lsm = _read_invariant(root, LAND_MASK, ("LSM", "lsm"), grid)
+    lsm = _read_invariant(root, LAND_MASK, ("LSM", "lsm", "land_sea_mask"), grid)
     if lsm.min() < 0:
         _fail(root, f"{LAND_MASK}: LSM has negative values")
     classes = torch.tensor(lsm.astype(np.float64), dtype=torch.float64).to(torch.long)
-    return torch.nn.functional.one_hot(classes).permute(2, 0, 1).to(torch.float32)
+    count = int(classes.max()) + 1
+    if room is not None and room != count:
+        if room < count:
+            _fail(root, f"{LAND_MASK}: LSM one-hot encodes to {count} channels; the weights have room for {room}")
+        log.info("%s: LSM has no value %d; one-hot encoded with %d classes as the weights expect", LAND_MASK, room - 1, room)
+        count = room
+    return torch.nn.functional.one_hot(classes, count).permute(2, 0, 1).to(torch.float32)
 
 
 def architecture(root: Path, config: dict, n_channels: int, extra: dict):
@@ -387,14 +414,15 @@ def import_package(package, out, name: str | None = None, dt_hours: int | None =
     mean, std = stats
     if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
         _fail(root, f"{STDS}/{MEANS}: statistics must be finite with positive standard deviations")
-    extra, static = _extra_inputs(root, config, grid)
+    state = model_state(root)
+    encoder_in = state.get("encoder.fwd.0.weight")
+    extra, static = _extra_inputs(root, config, grid, len(channels),
+                                  None if encoder_in is None or encoder_in.ndim != 4 else int(encoder_in.shape[1]))
     sfno = architecture(root, config, len(channels), extra)
     if dt_hours is None:
         dt_hours = int(_get(config, "dt", 1)) * int(_get(config, "dhours", 6))
         if "dhours" not in config:
             log.warning("config.json has no dhours: assuming 6-hourly data (time step %d h)", dt_hours)
-    state = model_state(root)
-    encoder_in = state.get("encoder.fwd.0.weight")
     if encoder_in is not None and encoder_in.shape[1] != sfno.network_in_channels:
         from models.extra_inputs import ExtraInputSpec
 

@@ -229,3 +229,15 @@ def test_ensemble_from_era5_with_an_imported_hens_package(imported, tmp_path):
     assert set(card.channels) <= set(ds.data_vars) and np.isfinite(ds["z500"].values).all()
     z = ds["z500"].isel(init_time=0, lead_time=1).values
     assert np.abs(z[1] - z[0]).max() > 0 and not np.allclose(z[1], z[2])
+
+
+def test_land_mask_without_exact_land_values_still_fills_the_weights_one_hot_channels(tmp_path):
+    package = write_mock_package(tmp_path / "p", embed_dim=8)
+    with xr.open_dataset(package / "land_mask.nc") as ds:
+        fractional = ds.load()
+    fractional["LSM"][:] = 0.4  # truncates to sea everywhere: makani's one_hot would find one class only
+    (package / "land_mask.nc").unlink()
+    fractional.to_netcdf(package / "land_mask.nc")
+    import_package(package, tmp_path / "ck")
+    static = load_checkpoint(tmp_path / "ck").network.extra.static
+    assert torch.equal(static[0, 1], torch.ones(33, 64)) and torch.equal(static[0, 2], torch.zeros(33, 64))

@@ -166,10 +166,12 @@ def compute_skill(config: Config) -> dict:
     """RMSE of each checkpoint at ``skill.lead_hours`` from analyses against the truth; writes skill.json."""
     from ensembles.skill import deterministic_rmse, save_skill
     from forecast.data import open_source
-    from models.checkpoint import load_checkpoint
+    from models.checkpoint import load_checkpoint, read_card
 
-    analyses = open_source(config.paths.resolve("analysis"), name="analyses")
-    truth = open_source(config.paths.resolve("nature"), name="nature run")
+    card = read_card(checkpoint_dirs(config)[0])
+    grid, channels = card.model_grid, card.channels  # ERA5 is read on the model grid (regridded if needed)
+    analyses = open_source(config.paths.resolve("analysis"), name="analyses", grid=grid, channels=channels)
+    truth = open_source(config.paths.resolve("nature"), name="nature run", grid=grid, channels=channels)
     init_times = config.skill.init_times.times()
     results = {}
     for d in checkpoint_dirs(config):
