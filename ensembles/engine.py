@@ -302,13 +302,20 @@ class EnsembleEngine:
                                     "used for breeding have NaN or Inf")
                 history = model.normalise(torch.from_numpy(fields).to(self.device))
             seed_channels = torch.tensor([c in p.channels for c in card.channels])
+            if getattr(model, "needs_time", False):  # cos-zenith models: each cycle steps from a known time
+                init = np.datetime64(self.init_times[init_index], "ns")
+                times = list(self.history_times(init)) if p.last_cycle_ends == "t" else [init] * p.cycles
+                return BredVector(lambda x, t: self._step(model, x, None, t), self.grid, amplitude, seed_channels,
+                                  p.length_scale_km, p.cycles, p.boundary_latitude, p.last_cycle_ends, history, times)
             return BredVector(lambda x: self._step(model, x, None), self.grid, amplitude, seed_channels,
                               p.length_scale_km, p.cycles, p.boundary_latitude, p.last_cycle_ends, history)
         return None
 
-    def _step(self, model, x, generators):
+    def _step(self, model, x, generators, time=None):
         with torch.autocast(device_type=torch.device(self.device).type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
-            return model.step(x, generators).float()
+            if time is None:
+                return model.step(x, generators).float()
+            return model.step(x, generators, time=time).float()
 
     def run_block(self, model, init_index: int, start: int, stop: int):
         """Yield ``(lead_index, values)`` for members ``start:stop`` (one block) in physical units, as
@@ -333,7 +340,8 @@ class EnsembleEngine:
                         x[row] = x0[0] + m.sign * dx[m.pair]
                 x = torch.maximum(x, floor)
             noise = [member_generator(self.base_seed, init_time, m.index, "noise") for m in members]
-            for lead, state in rollout(stepper, x, self.lead_steps, noise, floor):
+            start_time = init_time if getattr(model, "needs_time", False) else None
+            for lead, state in rollout(stepper, x, self.lead_steps, noise, floor, start_time=start_time):
                 yield lead, _to_host(model.denormalise(state))
 
 
@@ -360,10 +368,10 @@ class _Stepper:
     """The model's step with the engine's precision settings (bf16 autocast outside the spectral parts)."""
 
     def __init__(self, engine: EnsembleEngine, model):
-        self.engine, self.model = engine, model
+        self.engine, self.model, self.card = engine, model, model.card
 
-    def step(self, x, generators=None):
-        return self.engine._step(self.model, x, generators)
+    def step(self, x, generators=None, time=None):
+        return self.engine._step(self.model, x, generators, time)
 
 
 def _to_host(state: torch.Tensor):

@@ -84,11 +84,15 @@ class BredVector:
     Unlike earth2studio, which draws the seed noise of all members of a batch from one chained
     generator (bred vectors of different pairs in one batch then correlate at 0.83-0.89), each bred
     vector here depends only on its own generator.
+    
+    ``times`` (one valid time per cycle) is for models that need the valid time of their input (a
+    cos-zenith input): ``step`` is then called as ``step(state, time)``.
     """
 
     def __init__(self, step: Callable[[torch.Tensor], torch.Tensor], grid: Grid, amplitude: torch.Tensor,
                  seed_channels: torch.Tensor, length_scale_km: float = 500.0, cycles: int = 3,
-                 boundary: float = 20.0, last_cycle_ends: str = "t", history: torch.Tensor | None = None):
+                 boundary: float = 20.0, last_cycle_ends: str = "t", history: torch.Tensor | None = None,
+                 times: Sequence | None = None):
         if cycles < 1:
             raise ValueError(f"bred vectors need at least one breeding cycle, got {cycles}")
         if last_cycle_ends not in ("t", "t+6h"):
@@ -104,6 +108,9 @@ class BredVector:
         self.boundary = boundary
         self.last_cycle_ends = last_cycle_ends
         self.history = history
+        if times is not None and len(times) != cycles:
+            raise ValueError(f"bred vectors need one valid time per breeding cycle ({cycles}), got {len(times)}")
+        self.times = times
 
     def __call__(self, x: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
         n, channels = len(generators), x.shape[1]
@@ -113,9 +120,10 @@ class BredVector:
             starts = [self.history[k:k + 1].to(x) for k in range(self.cycles)]
         else:
             starts = [x] * self.cycles
-        for start in starts:
-            control = self.step(start)
-            perturbed = self.step(start.expand(n, -1, -1, -1) + dx)
+        for k, start in enumerate(starts):
+            extra = () if self.times is None else (self.times[k],)
+            control = self.step(start, *extra)
+            perturbed = self.step(start.expand(n, -1, -1, -1) + dx, *extra)
             dx = hemispheric_rescale(perturbed - control, self.amplitude, self.grid, self.boundary)
         return dx
 

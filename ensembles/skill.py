@@ -35,7 +35,8 @@ def deterministic_rmse(model, analyses: Source, truth: Source, init_times, lead_
         for first in range(0, len(init_times), batch_size):
             times = init_times[first:first + batch_size]
             x = model.normalise(torch.from_numpy(analyses.fields(times, card.channels)))
-            for _, state in rollout(model, x, steps):
+            start = times if getattr(model, "needs_time", False) else None
+            for _, state in rollout(model, x, steps, start_time=start):
                 pass
             forecast = model.denormalise(state).double()
             target = torch.from_numpy(truth.fields(valid[first:first + batch_size], card.channels)).double()

@@ -15,11 +15,14 @@ class ForecastModel(Protocol):
     """One step of ``card.dt_hours`` on normalised ``(batch, channel, lat, lon)`` tensors.
 
     Deterministic models ignore ``generator``; stochastic ones (the VAE) draw all their noise from it.
+    Models with ``needs_time`` (an SFNO with a cos-zenith input) also need ``time``: the valid time of
+    ``x`` (``numpy.datetime64``, one for the batch or one per row); the rollout passes it when given a
+    start time. Others accept and ignore it.
     """
 
     card: ModelCard
 
-    def step(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor: ...
+    def step(self, x: torch.Tensor, generator: torch.Generator | None = None, time=None) -> torch.Tensor: ...
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor: ...
 
@@ -49,8 +52,15 @@ class DeterministicModel(Normalised):
         super().__init__(card)
         self.network = network
 
-    def step(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    @property
+    def needs_time(self) -> bool:
+        """Whether ``step`` needs the valid time of its input (see ``ForecastModel``)."""
+        return bool(getattr(self.network, "needs_time", False))
+
+    def step(self, x: torch.Tensor, generator: torch.Generator | None = None, time=None) -> torch.Tensor:
+        if self.needs_time:
+            return self.network(x, time)
         return self.network(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network(x)
+    def forward(self, x: torch.Tensor, time=None) -> torch.Tensor:
+        return self.step(x, None, time)

@@ -55,19 +55,33 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(model: nn.Module, directory: str | os.PathLike) -> ModelCard:
-    """Write ``model`` (which carries its ``card``) to ``directory``; returns the card as written."""
+def save_weights(state: dict, card: ModelCard, directory: str | os.PathLike) -> ModelCard:
+    """Write ``state`` (tensors by name) and ``card`` to ``directory``; returns the card with the weights' SHA-256.
+
+    The weights are streamed to a temporary file, synced and renamed, then the card is written the same
+    way: a checkpoint is never left half-written under its final names.
+    """
     from dataclasses import replace
 
-    from safetensors.torch import save
+    from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True, mode=0o750)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    payload = save(state)
-    _write_atomic(directory / WEIGHTS, payload)
-    card = replace(model.card, weights_sha256=hashlib.sha256(payload).hexdigest())
+    tmp = directory / (WEIGHTS + ".tmp")
+    save_file(state, str(tmp))
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    digest = _sha256(tmp)
+    os.replace(tmp, directory / WEIGHTS)
+    card = replace(card, weights_sha256=digest)
     _write_atomic(directory / CARD, card.to_json().encode())
+    return card
+
+
+def save_checkpoint(model: nn.Module, directory: str | os.PathLike) -> ModelCard:
+    """Write ``model`` (which carries its ``card``) to ``directory``; returns the card as written."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    card = save_weights(state, model.card, directory)
     model.card = card
     return card
 

@@ -204,7 +204,8 @@ class VAEForecastModel(Normalised):
         super().__init__(card)
         self.network = network
 
-    def step(self, x: torch.Tensor, generator=None) -> torch.Tensor:
+    def step(self, x: torch.Tensor, generator=None, time=None) -> torch.Tensor:
+        """``time`` is accepted for the common interface and not used (no time-dependent inputs)."""
         return self.network.step(x, generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

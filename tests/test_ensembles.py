@@ -79,3 +79,21 @@ def test_spherical_gaussian_scales_each_channel():
     dx = pert(torch.zeros(1, 2, 17, 32), [torch.Generator().manual_seed(i) for i in range(200)])
     assert abs(float(dx[:, 0].std()) - 1) < 0.1
     assert float(dx[:, 1].abs().max()) == 0.0
+
+
+def test_bred_vectors_pass_each_cycles_valid_time_to_time_dependent_models():
+    seen = []
+
+    def timed_step(x, time):
+        seen.append(time)
+        return toy_step(x)
+
+    times = [np.datetime64("2020-01-01T06"), np.datetime64("2020-01-01T12"), np.datetime64("2020-01-01T18")]
+    history = torch.randn(3, 3, 17, 32, generator=torch.Generator().manual_seed(2))
+    bred = BredVector(timed_step, GRID, torch.tensor([0.2, 0.1, 0.0]), torch.tensor([1, 0, 0]), 1000.0, cycles=3,
+                      last_cycle_ends="t", history=history, times=times)
+    bred(torch.zeros(1, 3, 17, 32), [torch.Generator().manual_seed(1)])
+    assert seen == [t for t in times for _ in range(2)]  # control and perturbed step of each cycle
+    with pytest.raises(ValueError, match="one valid time per breeding cycle"):
+        BredVector(timed_step, GRID, torch.zeros(3), torch.tensor([1, 0, 0]), cycles=3, last_cycle_ends="t",
+                   history=history, times=times[:2])

@@ -78,3 +78,33 @@ def test_card_validation_names_problems():
         replace(card(), std=(1.0, 0.0))
     with pytest.raises(ValueError, match="unknown keys"):
         ModelCard.from_json(json.dumps({**json.loads(card().to_json()), "colour": "red"}))
+
+
+@pytest.mark.parametrize("options", [
+    {},
+    {"encoder_layers": 2, "mlp_output_bias": True, "max_modes": 6, "skip_resampling": "shape_or_grid"},
+    {"big_skip": False, "normalization": "none", "residual_prediction": True},
+    {"extra_inputs": {"cos_zenith": True, "grid": {"kind": "sinusoidal", "frequencies": 3}, "static": ["orography"]}},
+])
+def test_state_shapes_match_the_module(options):
+    from models.sfno import state_shapes
+
+    config = SFNOConfig(in_channels=3, out_channels=3, nlat=17, nlon=32, embed_dim=8, num_layers=3, scale_factor=2, **options)
+    actual = {k: tuple(v.shape) for k, v in SFNO(config).state_dict().items()}
+    assert state_shapes(config) == actual
+
+
+def test_extra_inputs_follow_the_state_and_need_a_valid_time():
+    import numpy as np
+
+    config = SFNOConfig(in_channels=2, out_channels=2, nlat=17, nlon=32, embed_dim=8, num_layers=2, scale_factor=2,
+                        extra_inputs={"cos_zenith": True, "grid": {"kind": "linear"}})
+    net = SFNO(config)
+    assert config.network_in_channels == 5 and net.needs_time
+    x = torch.randn(2, 2, 17, 32)
+    full = net.extra(x, np.array(["2020-01-01T00", "2020-07-01T12"], dtype="datetime64[ns]"))
+    assert torch.equal(full[:, :2], x) and full.shape == (2, 5, 17, 32)
+    assert not torch.equal(full[0, 2], full[1, 2])  # one cos-zenith field per row's own time
+    assert torch.allclose(full[0, 3, :, 0], torch.linspace(0, 1, 18)[:-1])  # makani's unit grid coordinate
+    with pytest.raises(ValueError, match="valid time"):
+        net(x)

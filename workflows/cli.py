@@ -12,6 +12,7 @@ EXAMPLES = """examples:
   forecast demo                                  # planet -> train -> run -> score on the bundled demo config
   forecast run my.yaml --members 0:64 ensemble.batch_size=16
   forecast score out/ensemble.zarr --truth out/planet/nature.zarr --out out/scores
+  forecast import-checkpoint hens/sfno_linear_74chq_sc2_layers8_edim620_wstgl2-epoch70_seed102 checkpoints/hens-102
 """
 
 
@@ -64,6 +65,16 @@ def cmd_score(args):
     print(f"report: {report}")
 
 
+def cmd_import_checkpoint(args):
+    from models.makani import import_package
+
+    card = import_package(args.package, args.out, name=args.name, dt_hours=args.dt_hours)
+    grid = card.model_grid
+    extra = card.architecture.get("extra_inputs", {})
+    print(f"{args.out}: {card.name}: {len(card.channels)} channels, {grid.nlat}x{grid.nlon} {grid.kind}, "
+          f"dt {card.dt_hours} h, extra inputs {sorted(extra) or 'none'}")
+
+
 def cmd_demo(args):
     from workflows.recipes import demo
 
@@ -104,6 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--workers", type=int, default=0, help="local Dask workers (default: one per core)")
     score.add_argument("--scheduler", help="address of a running Dask scheduler instead of a local cluster")
     score.set_defaults(func=cmd_score)
+    text = "import a makani model package (HENS, sfno_73ch_small) into a checkpoint of this system"
+    imp = sub.add_parser("import-checkpoint", help=text, description=text + ". Weights are read with a restricted "
+                         "unpickler (tensors and plain containers only); anything that cannot be mapped is refused.")
+    imp.add_argument("package", help="package folder (config.json, global_means.npy, global_stds.npy, "
+                     "training_checkpoints/best_ckpt_mp0.tar, optional orography.nc, land_mask.nc)")
+    imp.add_argument("out", help="output checkpoint folder (card.json + weights.safetensors)")
+    imp.add_argument("--name", help="checkpoint name (default: the package folder's name)")
+    imp.add_argument("--dt-hours", type=int, help="time step in hours (default: config.json dt x dhours)")
+    imp.set_defaults(func=cmd_import_checkpoint)
     return parser
 
 

@@ -143,6 +143,11 @@ class EnsembleSection:
 
 
 @dataclass(frozen=True)
+class DataSection:
+    regrid: bool = False  # regrid sources on another grid to the model grid (else they are refused)
+
+
+@dataclass(frozen=True)
 class ScoreSection:
     workers: int = 0  # 0: one per core
     scheduler: str = ""  # address of a running dask scheduler; empty: start a local cluster
@@ -155,6 +160,7 @@ class Config:
     changed, run into ``paths.experiments/<name>.zarr`` and compared in the report."""
 
     paths: Paths = field(default_factory=Paths)
+    data: DataSection = field(default_factory=DataSection)
     planet: PlanetSection = field(default_factory=PlanetSection)
     train: TrainSection = field(default_factory=TrainSection)
     extra_models: dict[str, TrainSection] = field(default_factory=dict)

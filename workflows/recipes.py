@@ -72,10 +72,13 @@ def compute_skill(config: Config) -> dict:
     """RMSE of each checkpoint at ``skill.lead_hours`` from analyses against the truth; writes skill.json."""
     from ensembles.skill import deterministic_rmse, save_skill
     from forecast.data import open_source
-    from models.checkpoint import load_checkpoint
+    from models.checkpoint import load_checkpoint, read_card
 
-    analyses = open_source(config.paths.resolve("analysis"), name="analyses")
-    truth = open_source(config.paths.resolve("nature"), name="nature run")
+    card = read_card(checkpoint_dirs(config)[0])
+    grid, channels = card.model_grid, card.channels  # ERA5 is read on the model grid (regridded if needed)
+    regrid = config.data.regrid
+    analyses = open_source(config.paths.resolve("analysis"), name="analyses", grid=grid, channels=channels, regrid=regrid)
+    truth = open_source(config.paths.resolve("nature"), name="nature run", grid=grid, channels=channels, regrid=regrid)
     init_times = config.skill.init_times.times()
     results = {}
     for d in checkpoint_dirs(config, list(model_sets(config))):
@@ -151,7 +154,9 @@ def build_engine(config: Config, local_rank: int = 0, experiment: str | None = N
     if s.channels:
         statistics = StatisticsSpec(channels=s.channels, thresholds=s.thresholds, quantiles=s.quantiles,
                                     tail_members=s.tail_members)
-    analyses = open_source(config.paths.resolve("analysis"), name="analyses")
+    # ERA5 (WeatherBench2, ARCO, CDS) is read through the lexicon; another grid needs data.regrid
+    analyses = open_source(config.paths.resolve("analysis"), name="analyses", grid=card.model_grid,
+                           channels=card.channels, regrid=config.data.regrid)
     return EnsembleEngine(checkpoints=[str(c) for c in checkpoints], plan=plan, analyses=analyses,
                           init_times=e.init_times.times(), lead_steps=e.lead_hours // dt, batch_size=batch_size,
                           base_seed=e.seed, perturbation=perturbation_settings(config, checkpoints, e), device=device,
