@@ -14,11 +14,14 @@ def _crps_numpy(x, y, *, threads=None, lower=None, upper=None):
     first passed through ``clip(., lower, upper)`` when bounds are given (threshold weighting)."""
     point_args = [y]
     transform = None
+    dtype = None
     if lower is not None or upper is not None:
-        lo = np.asarray(-np.inf if lower is None else lower, dtype=x.dtype if x.dtype == np.float32 else np.float64)
-        hi = np.asarray(np.inf if upper is None else upper, dtype=lo.dtype)
+        # clip in float64: a threshold rounded to float32 would move every clipped member
+        dtype = np.float64
+        lo = np.asarray(-np.inf if lower is None else lower, dtype=np.float64)
+        hi = np.asarray(np.inf if upper is None else upper, dtype=np.float64)
         point_args += [lo, hi]
-        y = np.clip(y, lo, hi)
+        y = np.clip(np.asarray(y, dtype=np.float64), lo, hi)
         point_args[0] = y
 
         def transform(block, _y, lo_block, hi_block):
@@ -28,7 +31,7 @@ def _crps_numpy(x, y, *, threads=None, lower=None, upper=None):
         _kernels.crps_rows(block, y_block, *rest[-2:])
 
     fair, standard = _kernels.over_members(x, kernel, point_args=point_args, outputs=((), ()), sort=True,
-                                           transform=transform, threads=threads)
+                                           transform=transform, threads=threads, dtype=dtype)
     return fair, standard
 
 

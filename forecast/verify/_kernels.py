@@ -195,7 +195,7 @@ def _points_view(x: np.ndarray):
 
 
 def over_members(x, row_kernel, point_args=(), outputs=((), ), sort=False, transform=None, kernel_args=(),
-                 threads: int | None = None, block_bytes: int = BLOCK_BYTES):
+                 threads: int | None = None, block_bytes: int = BLOCK_BYTES, dtype=None):
     """Apply ``row_kernel(block, *point_arg_blocks, *kernel_args, *output_blocks)`` over blocks of points.
 
     Parameters
@@ -213,6 +213,8 @@ def over_members(x, row_kernel, point_args=(), outputs=((), ), sort=False, trans
         ``transform(block, *point_arg_blocks)`` edits the block in place before sorting.
     threads : int, optional
         Worker threads (default: the available cores).
+    dtype : numpy dtype, optional
+        Buffer type (default float32 for float32 input, else float64); the copy into the buffer casts.
     """
     m = x.shape[-1]
     shapes = [x.shape[:-1]]
@@ -223,8 +225,7 @@ def over_members(x, row_kernel, point_args=(), outputs=((), ), sort=False, trans
     lead = tuple(np.broadcast_shapes(*shapes))
     if lead != x.shape[:-1]:
         x = np.broadcast_to(x, lead + (m,))
-    dtype = np.float32 if x.dtype == np.float32 else np.float64
-    x = x if x.dtype == dtype else x.astype(dtype)
+    dtype = np.dtype(dtype or (np.float32 if x.dtype == np.float32 else np.float64))
     if x.size == 0:
         return tuple(np.full(lead + tuple(shape), np.nan) for shape in outputs)
     view = _points_view(x)

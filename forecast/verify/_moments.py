@@ -7,12 +7,22 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from forecast.verify._common import check, dims_of, reduce_mean
+from forecast.verify._common import check, dims_of, is_lazy, reduce_mean
 
 
 def _member_variance(forecast, member_dim):
+    """Unbiased member variance, accumulated in float64."""
     m = forecast.sizes[member_dim]
-    return forecast.var(member_dim, ddof=1) if m > 1 else forecast.var(member_dim)
+    if not is_lazy(forecast):  # NumPy's nanvar subtracts the mean in the input's float32
+        forecast = forecast.astype(np.float64)
+    with xr.set_options(use_bottleneck=False, use_numbagg=False):  # they would accumulate float32 in float32
+        return forecast.var(member_dim, ddof=1 if m > 1 else 0, dtype=np.float64)
+
+
+def _member_mean(forecast, member_dim):
+    """Member mean, accumulated in float64 (NaN members left out)."""
+    with xr.set_options(use_bottleneck=False, use_numbagg=False):
+        return forecast.mean(member_dim, dtype=np.float64)
 
 
 def ensemble_mean_rmse(forecast, truth, member_dim: str = "member", dim=None, regions=None):
@@ -26,7 +36,7 @@ def ensemble_mean_rmse(forecast, truth, member_dim: str = "member", dim=None, re
     1.4142135623730951
     """
     check(forecast, truth, member_dim)
-    error = (forecast.mean(member_dim) - truth) ** 2
+    error = (_member_mean(forecast, member_dim) - truth) ** 2
     return np.sqrt(reduce_mean(error, dim, regions))
 
 
@@ -38,7 +48,7 @@ def ensemble_mean_bias(forecast, truth, member_dim: str = "member", dim=None, re
     1.5
     """
     check(forecast, truth, member_dim)
-    return reduce_mean(forecast.mean(member_dim) - truth, dim, regions)
+    return reduce_mean(_member_mean(forecast, member_dim) - truth, dim, regions)
 
 
 def ensemble_spread(forecast, member_dim: str = "member", dim=None, regions=None):
@@ -88,7 +98,7 @@ def sigma_exceedance_counts(forecast, k=(1, 2, 3), member_dim: str = "member", d
     levels = xr.DataArray(np.atleast_1d(np.asarray(k, dtype=float)), dims="k", name="k")
     if (levels < 0).any():
         raise ValueError(f"k must be non-negative, got {list(levels.values)}")
-    mean = forecast.mean(member_dim)
+    mean = _member_mean(forecast, member_dim)
     std = np.sqrt(_member_variance(forecast, member_dim))
     counts = xr.concat([(abs(forecast - mean) > level * std).sum(member_dim).where(std.notnull())
                         for level in levels.values], dim=levels).transpose(..., "k")

@@ -71,6 +71,13 @@ def _bin_edges(bins) -> np.ndarray:
     return edges
 
 
+def _bin_index(p, edges):
+    """Bin of each probability: left-closed bins, the last one closed; -1 outside or NaN."""
+    index = np.searchsorted(edges, p, side="right") - 1
+    index = np.where(p == edges[-1], edges.size - 2, index)
+    return np.where(np.isnan(p) | (index < 0) | (index > edges.size - 2), -1, index).astype(np.int16)
+
+
 def reliability(forecast, truth, threshold, member_dim: str = "member", bins=10, above: bool = True, dim=None,
                 regions=None) -> xr.Dataset:
     """Reliability diagram of the event ``value > threshold``: observed frequency per forecast-probability bin.
@@ -95,21 +102,15 @@ def reliability(forecast, truth, threshold, member_dim: str = "member", bins=10,
     o = _event(truth, threshold, above)
     valid = p.notnull() & o.notnull()
     p, o = p.where(valid), o.where(valid)
-    weight_sums, prob_sums, obs_sums, counts = [], [], [], []
-    for k in range(edges.size - 1):
-        upper = p <= edges[k + 1] if k == edges.size - 2 else p < edges[k + 1]
-        inside = ((p >= edges[k]) & upper).astype(float).where(valid)
-        weight_sums.append(reduce_sum(inside, dims, regions))
-        prob_sums.append(reduce_sum(inside * p, dims, regions))
-        obs_sums.append(reduce_sum(inside * o, dims, regions))
-        counts.append(inside.sum(dims))
     centres = (edges[1:] + edges[:-1]) / 2
-    stack = lambda parts: xr.concat(parts, dim=xr.DataArray(centres, dims="bin", name="bin"))  # noqa: E731
-    total = stack(weight_sums)
+    index = xr.apply_ufunc(_bin_index, p, kwargs={"edges": edges}, dask="parallelized", output_dtypes=[np.int16])
+    inside = (index == xr.DataArray(np.arange(centres.size), dims="bin")).astype(float).where(valid)
+    inside = inside.assign_coords(bin=centres)
+    total = reduce_sum(inside, dims, regions)
     return xr.Dataset({
-        "forecast_probability": (stack(prob_sums) / total).where(total > 0),
-        "observed_frequency": (stack(obs_sums) / total).where(total > 0),
-        "count": stack(counts).astype(np.int64),
+        "forecast_probability": (reduce_sum(inside * p, dims, regions) / total).where(total > 0),
+        "observed_frequency": (reduce_sum(inside * o, dims, regions) / total).where(total > 0),
+        "count": inside.sum(dims).astype(np.int64),
     }, attrs={"bin_edges": edges.tolist(), "event": f"value {'>' if above else '<'} threshold"})
 
 
