@@ -14,15 +14,26 @@ def latitude_weights(lat) -> np.ndarray:
 
     Each row stands for the band between the midpoints to its neighbours (the outer rows extend half a
     spacing outwards, clipped at the poles); the weight is the band's area, so a global equiangular grid
-    gets cos-latitude weights with the polar caps done right.
+    gets cos-latitude weights with the polar caps done right. Latitudes that are the nodes of a
+    Gauss-Legendre grid (a global Gauss grid, as inside SFNO) get that grid's quadrature weights.
 
     >>> w = latitude_weights([90, 0, -90])
     >>> [round(float(v), 4) for v in w]
     [0.1464, 0.7071, 0.1464]
+    >>> gauss = np.degrees(np.arcsin(np.polynomial.legendre.leggauss(4)[0]))
+    >>> [round(float(v), 4) for v in latitude_weights(gauss)]
+    [0.1739, 0.3261, 0.3261, 0.1739]
     """
     lat = np.asarray(lat, dtype=float)
     if lat.size == 1:
         return np.ones(1)
+    if lat.size > 2:
+        nodes, quadrature = np.polynomial.legendre.leggauss(lat.size)
+        order = np.argsort(lat)
+        if np.allclose(np.sort(lat), np.degrees(np.arcsin(nodes)), atol=1e-6):
+            weights = np.empty(lat.size)
+            weights[order] = quadrature
+            return weights / weights.sum()
     order = np.argsort(lat)
     s = lat[order]
     edges = np.concatenate([[s[0] - (s[1] - s[0]) / 2], (s[1:] + s[:-1]) / 2, [s[-1] + (s[-1] - s[-2]) / 2]])
