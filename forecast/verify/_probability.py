@@ -107,9 +107,10 @@ def reliability(forecast, truth, threshold, member_dim: str = "member", bins=10,
     inside = (index == xr.DataArray(np.arange(centres.size), dims="bin")).astype(float).where(valid)
     inside = inside.assign_coords(bin=centres)
     total = reduce_sum(inside, dims, regions)
+    total = total.where(total > 0)  # empty bins: NaN, without a division warning
     return xr.Dataset({
-        "forecast_probability": (reduce_sum(inside * p, dims, regions) / total).where(total > 0),
-        "observed_frequency": (reduce_sum(inside * o, dims, regions) / total).where(total > 0),
+        "forecast_probability": reduce_sum(inside * p, dims, regions) / total,
+        "observed_frequency": reduce_sum(inside * o, dims, regions) / total,
         "count": inside.sum(dims).astype(np.int64),
     }, attrs={"bin_edges": edges.tolist(), "event": f"value {'>' if above else '<'} threshold"})
 
