@@ -13,6 +13,7 @@ EXAMPLES = """examples:
   forecast run my.yaml --members 0:64 ensemble.batch_size=16
   forecast score out/ensemble.zarr --truth out/planet/nature.zarr --out out/scores
   forecast import-checkpoint hens/sfno_linear_74chq_sc2_layers8_edim620_wstgl2-epoch70_seed102 checkpoints/hens-102
+  forecast score big.zarr --truth era5.zarr --slurm 4 --slurm-queue cpu   # Dask workers in 4 Slurm jobs
 """
 
 
@@ -60,8 +61,18 @@ def cmd_score(args):
 
     from workflows.recipes import score_store
 
+    from forecast.verify import Region
+    from workflows.cluster import SlurmOptions
+
     out = args.out or str(Path(args.store).with_suffix("")) + "-scores"
-    report = score_store(args.store, args.truth, out, workers=args.workers, scheduler=args.scheduler or "")
+    slurm = None
+    if args.slurm:
+        slurm = SlurmOptions(jobs=args.slurm, cores=args.slurm_cores, processes=args.slurm_processes or args.slurm_cores,
+                             memory=args.slurm_memory, walltime=args.slurm_walltime, queue=args.slurm_queue or "",
+                             account=args.slurm_account or "")
+    regions = [Region.parse(text) for text in args.region or []]
+    report = score_store(args.store, args.truth, out, workers=args.workers, scheduler=args.scheduler or "", slurm=slurm,
+                         regions=regions, chunk_mb=args.chunk_mb, worker_memory=args.worker_memory or "")
     print(f"report: {report}")
 
 
@@ -114,6 +125,18 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--out", help="output folder (default: STORE-scores)")
     score.add_argument("--workers", type=int, default=0, help="local Dask workers (default: one per core)")
     score.add_argument("--scheduler", help="address of a running Dask scheduler instead of a local cluster")
+    score.add_argument("--worker-memory", help="memory limit per local worker (default 1.5GiB)")
+    score.add_argument("--chunk-mb", type=float, default=64, help="Dask chunk size: all members x a tile (default 64)")
+    score.add_argument("--region", action="append", metavar="NAME:S:N:W:E",
+                       help="extra region box in degrees (repeatable), e.g. europe:35:70:-10:30")
+    slurm = score.add_argument_group("Slurm (dask-jobqueue SLURMCluster instead of a local cluster)")
+    slurm.add_argument("--slurm", type=int, metavar="JOBS", help="submit JOBS Slurm jobs of Dask workers")
+    slurm.add_argument("--slurm-cores", type=int, default=8, help="cores per job (default 8)")
+    slurm.add_argument("--slurm-processes", type=int, help="worker processes per job (default: one per core)")
+    slurm.add_argument("--slurm-memory", default="32GB", help="memory per job (default 32GB)")
+    slurm.add_argument("--slurm-walltime", default="01:00:00", help="wall time per job (default 01:00:00)")
+    slurm.add_argument("--slurm-queue", help="partition")
+    slurm.add_argument("--slurm-account", help="account to charge")
     score.set_defaults(func=cmd_score)
     text = "import a makani model package (HENS, sfno_73ch_small) into a checkpoint of this system"
     imp = sub.add_parser("import-checkpoint", help=text, description=text + ". Weights are read with a restricted "

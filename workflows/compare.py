@@ -15,6 +15,11 @@ import numpy as np
 METRICS = {"crps": "fair CRPS", "spread_skill_ratio": "spread-skill", "ensemble_mean_rmse": "ens-mean RMSE"}
 
 
+def _global(scores):
+    """The global-region scores (score files hold several regions)."""
+    return scores.sel(region="global", drop=True) if "region" in scores.dims else scores
+
+
 def _hours(scores) -> np.ndarray:
     return (scores["lead_time"].values / np.timedelta64(1, "h")).astype(int)
 
@@ -95,7 +100,7 @@ def append_comparison(report: Path, score_files: dict, descriptions: dict) -> Pa
 
     report = Path(report)
     out = report.parent
-    all_scores = {name: xr.open_dataset(path).load() for name, path in score_files.items()}
+    all_scores = {name: _global(xr.open_dataset(path).load()) for name, path in score_files.items()}
     plots = [
         plot_comparison(all_scores, "crps", out / "comparison_crps.png", "fair CRPS vs lead"),
         plot_comparison(all_scores, "spread_skill_ratio", out / "comparison_spread_skill.png", "spread-skill ratio vs lead", 1.0),

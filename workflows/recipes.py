@@ -186,32 +186,54 @@ def run_ensemble(config: Config, members: str | None = None, init_times: str | N
 
 
 # -- scoring --------------------------------------------------------------------------------------
-def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: str = "") -> Path:
-    """Score an ensemble store against the truth on Dask; write ``scores.nc`` and the report."""
+def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: str = "", slurm=None, regions=(),
+                chunk_mb: float = 64, worker_memory: str = "") -> Path:
+    """Score an ensemble store against the truth on Dask; write ``scores.nc`` and the report.
+
+    The cluster is ``scheduler`` (an address), else Slurm jobs (``slurm``: a
+    :class:`workflows.cluster.SlurmOptions`), else a local cluster of ``workers`` processes (default: one per
+    core). ``regions`` adds user boxes (:class:`forecast.verify.Region`) to the standard four. Progress is a bar
+    on a terminal and a log line per finished score otherwise.
+    """
     import xarray as xr
 
+    from forecast import verify
     from forecast.scores import open_ensemble, score_ensemble
-    from workflows.cluster import dask_client
+    from workflows.cluster import LOCAL_WORKER_MEMORY, dask_client
     from workflows.report import write_report
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-    forecast = open_ensemble(store_path)
+    forecast = open_ensemble(store_path, chunk_bytes=int(chunk_mb * 2**20))
     truth = xr.open_zarr(str(truth_path), consolidated=False)
     began = time.perf_counter()
-    with dask_client(workers or available_cores(), scheduler) as client:
-        lazy = score_ensemble(forecast, truth)
-        from distributed import progress
-
-        future = client.compute(lazy)
-        if sys.stderr.isatty() and log.isEnabledFor(logging.INFO):
-            progress(future)
-        scores = future.result()
+    with dask_client(workers or available_cores(), scheduler, slurm, worker_memory or LOCAL_WORKER_MEMORY) as client:
+        lazy = score_ensemble(forecast, truth, regions=tuple(verify.REGIONS) + tuple(regions))
+        scores = _compute_with_progress(client, lazy)
     log.info("score: %s scored in %.1f s", store_path, time.perf_counter() - began)
     tmp = out_dir / "scores.nc.partial"
     scores.to_netcdf(tmp)
     os.replace(tmp, out_dir / "scores.nc")
     return write_report(scores, out_dir, store_path)
+
+
+def _compute_with_progress(client, lazy):
+    """Compute every score of ``lazy`` in one graph (shared reads are read once), showing progress."""
+    from distributed import as_completed, progress
+
+    names = list(lazy.data_vars)
+    futures = client.compute([lazy[name] for name in names])
+    if sys.stderr.isatty() and log.isEnabledFor(logging.INFO):
+        progress(futures)
+    done = 0
+    began = time.perf_counter()
+    for _ in as_completed(futures):
+        done += 1
+        log.info("score: %d/%d scores done (%.0f s)", done, len(names), time.perf_counter() - began)
+    result = lazy.copy()
+    for name, future in zip(names, futures):
+        result[name] = future.result()
+    return result.compute()
 
 
 def demo(config: Config) -> Path:
