@@ -96,6 +96,17 @@ def train_checkpoints(config: Config) -> list[Path]:
             todo.append(k)
     if not todo:
         return dirs
+    from ensembles.ranks import rank_from_environment
+
+    ranks = rank_from_environment()
+    if ranks.world > 1:  # srun/torchrun: all ranks train each checkpoint together (DDP), rank 0 writes it
+        from workflows.ddp import barrier, process_group
+
+        with process_group(ranks.rank, ranks.world):
+            for k in todo:
+                train_one(config, k, save=ranks.rank == 0)
+                barrier()
+        return dirs
     workers = config.train.processes or min(len(todo), _available_cores())
     log.info("train: %d checkpoint(s) in %d process(es)", len(todo), workers)
     if workers == 1:
@@ -130,7 +141,7 @@ def training_data(config: Config):
     return source, times, channels, int(steps[0]), mean, std
 
 
-def train_one(config: Config, k: int) -> Path:
+def train_one(config: Config, k: int, save: bool = True) -> Path:
     from models.card import ModelCard
     from models.checkpoint import build_model, save_checkpoint
     from models.sfno import SFNOConfig
@@ -157,7 +168,8 @@ def train_one(config: Config, k: int) -> Path:
     model.card = ModelCard(**{**asdict(card), "training": {**card.training, "final_loss": float(np.mean(losses[-50:])),
                                                              "seconds": round(time.perf_counter() - began, 1)}})
     path = checkpoint_dirs(config)[k]
-    save_checkpoint(model, path)
+    if save:
+        save_checkpoint(model, path)
     return path
 
 
@@ -252,8 +264,16 @@ def run_ensemble(config: Config, members: str | None = None, init_times: str | N
         a, b = parse_member_range(init_times, len(engine.init_times), "start date")
         init_indices = range(a, b)
     path = config.paths.resolve("store")
-    store = engine.create_store(path)
-    counts = engine.run(store, start, stop, rank=ranks.rank, world=ranks.world, init_indices=init_indices)
+    if not (path / "zarr.json").is_file():  # bad input must not leave a store behind
+        from workflows.preflight import check_initial_states, check_writable
+
+        check_writable(path)
+        check_initial_states(engine, init_indices)
+    from workflows.errors import naming
+
+    with naming(path):  # a full disk names the store
+        store = engine.create_store(path)
+        counts = engine.run(store, start, stop, rank=ranks.rank, world=ranks.world, init_indices=init_indices)
     log.info("run: rank %d/%d, members %d:%d into %s: %s", ranks.rank, ranks.world, start, stop, path, counts)
     return path
 
