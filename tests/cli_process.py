@@ -21,9 +21,7 @@ from pathlib import Path
 PRELOAD = ["cli_process", "torch", "torch_harmonics", "xarray", "zarr", "workflows.cli", "workflows.recipes",
            "workflows.nightly", "ensembles.engine", "models.sfno", "forecast.scores"]
 
-# imported in the server once: single-threaded torch, as the command line runs under OMP_NUM_THREADS=1
-if __name__ != "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # single-threaded torch in the server and every command
 
 
 @dataclass
@@ -58,11 +56,14 @@ class Running:
             self.process.kill()
             self.process.join()
             raise TimeoutError(f"forecast process {self.pid} still running after {timeout} s:\n{self.err.read_text()[-3000:]}")
-        read = lambda path: path.read_text() if path.exists() else ""  # noqa: E731 - a child killed early wrote nothing
-        return Result(self.process.exitcode, read(self.out), read(self.err), time.perf_counter() - self.began)
+        return Result(self.process.exitcode, _read(self.out), _read(self.err), time.perf_counter() - self.began)
 
     def running(self) -> bool:
         return self.process.is_alive()
+
+
+def _read(path: Path) -> str:
+    return path.read_text() if path.exists() else ""  # a child killed early may not have opened its files
 
 
 class ForecastProcesses:

@@ -30,7 +30,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _memory_mb() -> int:
+def _half_the_memory_mb() -> int:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemTotal:"):
             return int(line.split()[1]) // 1024 // 2
@@ -92,7 +92,7 @@ class LocalSlurm:
     def stop(self) -> None:
         """Cancel every job, then stop slurmd, slurmctld and munged (by PID), waiting for each."""
         if "slurmctld" in self.processes and self.processes["slurmctld"].poll() is None:
-            subprocess.run(["scancel", "--full", "--user=root"], env=self.env, capture_output=True, timeout=30)
+            subprocess.run(["scancel", "--full", f"--user={os.getuid()}"], env=self.env, capture_output=True, timeout=30)
             # wait for job processes to go: slurmd kills them on scancel
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline and self.squeue():
@@ -211,7 +211,7 @@ JobRequeue=1
 KillWait=10
 MinJobAge=3600
 {"GresTypes=gpu" if self.gpus else ""}
-NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={_memory_mb()}{gres} State=UNKNOWN
+NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={_half_the_memory_mb()}{gres} State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 """)
         if self.gpus:

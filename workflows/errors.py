@@ -16,13 +16,13 @@ KNOWN_ERRORS = (ConfigError, DataError, CheckpointError, StoreError, LockHeld, V
 
 
 def exit_code(error: BaseException) -> int:
-    """2 bad input or configuration, 3 a store problem, 4 out of disk space, 5 other system errors,
+    """2 bad input or configuration, 3 a store problem, 4 out of disk space or quota, 5 other system errors,
     6 another ``forecast nightly`` holds the lock (7, a signal, is handled by ``workflows.interrupt``)."""
     if isinstance(error, LockHeld):
         return 6
     if isinstance(error, StoreError):
         return 3
-    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return 4
     if isinstance(error, (PermissionError,)) or (isinstance(error, OSError) and not isinstance(error, FileNotFoundError)):
         return 5
@@ -42,7 +42,7 @@ def naming(path):
 
 
 def describe(error: BaseException) -> str:
-    """One line for ``error``; a full disk or a read-only folder says so and names the file.
+    """One line for ``error``; a full disk, a quota or a read-only file system says so and names the file.
 
     >>> describe(OSError(errno.ENOSPC, "No space left on device", "/data/run.zarr/z500/c/0/0/0"))
     'no space left on device writing /data/run.zarr/z500/c/0/0/0; free space and rerun to resume'
@@ -57,4 +57,4 @@ def describe(error: BaseException) -> str:
 
 
 _DISK_ERRORS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
-                errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}
+                errno.EROFS: "read-only file system"}

@@ -30,10 +30,9 @@ def exclusive_lock(path: str | os.PathLike, what: str = "forecast nightly"):
     Examples
     --------
     >>> import tempfile
-    >>> lock = Path(tempfile.mkdtemp()) / "x.lock"
-    >>> with exclusive_lock(lock):
+    >>> with tempfile.TemporaryDirectory() as folder, exclusive_lock(Path(folder) / "x.lock"):
     ...     try:
-    ...         with exclusive_lock(lock):
+    ...         with exclusive_lock(Path(folder) / "x.lock"):
     ...             pass
     ...     except LockHeld as error:
     ...         print(str(error).split(" (")[0])

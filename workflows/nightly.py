@@ -63,11 +63,11 @@ def check_settings(config: Config) -> None:
         raise ConfigError(f"nightly.mode must be one of {MODES}, got {n.mode!r}")
     if not n.cycle_hours or any(not isinstance(h, int) or isinstance(h, bool) or not 0 <= h <= 23 for h in n.cycle_hours):
         raise ConfigError(f"nightly.cycle_hours must be hours from 0 to 23, got {list(n.cycle_hours)}")
-    for key in ("catch_up", "keep_logs"):
-        if getattr(n, key) < 0:
-            raise ConfigError(f"nightly.{key} must not be negative, got {getattr(n, key)}")
-    if n.keep_cycles < 1:
-        raise ConfigError(f"nightly.keep_cycles must be at least 1, got {n.keep_cycles}")
+    if n.catch_up < 0:
+        raise ConfigError(f"nightly.catch_up must not be negative, got {n.catch_up}")
+    for key in ("keep_cycles", "keep_logs"):  # the current cycle and the current log are always kept
+        if getattr(n, key) < 1:
+            raise ConfigError(f"nightly.{key} must be at least 1, got {getattr(n, key)}")
     if n.mode == "slurm":
         from workflows.slurm import check_options
 
@@ -294,7 +294,9 @@ def _submit_score(config: Config, folder: Path, store: Path, truth: Path, out: P
 # -- retention --------------------------------------------------------------------------------------
 def apply_retention(root: Path, keep_cycles: int, keep_logs: int) -> list[str]:
     """Delete the stores of all but the newest ``keep_cycles`` cycles (their scores and job records stay)
-    and all but the newest ``keep_logs`` log files; returns the cycles whose stores were removed."""
+    and all but the newest ``keep_logs`` log files (both at least 1); returns the cycles whose stores
+    were removed. Only ``cycles/<YYYY-MM-DDTHH>/ensemble.zarr`` folders are ever deleted, never through a
+    symbolic link, and never while a job of that cycle is queued."""
     removed = []
     cycles = sorted(p for p in (root / "cycles").glob("*") if CYCLE_NAME.match(p.name) and p.is_dir() and not p.is_symlink())
     for folder in cycles[:-keep_cycles]:
@@ -308,7 +310,7 @@ def apply_retention(root: Path, keep_cycles: int, keep_logs: int) -> list[str]:
         removed.append(folder.name)
         log.info("nightly: retention: removed %s", store)
     logs = sorted((root / "logs").glob("nightly-*.log"))
-    for path in logs[:-keep_logs] if keep_logs else logs:
+    for path in logs[:-keep_logs]:
         path.unlink()
     return removed
 

@@ -267,8 +267,8 @@ def run_ensemble(config: Config, members: str | None = None, init_times: str | N
     if not (path / "zarr.json").is_file():  # bad input must not leave a store behind
         from workflows.preflight import check_initial_states, check_writable
 
-        check_writable(path)
         check_initial_states(engine, init_indices)
+        check_writable(path)
     from workflows.errors import naming
 
     with naming(path):  # a full disk names the store
