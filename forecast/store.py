@@ -148,6 +148,7 @@ class EnsembleStore:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
             tmp = path.with_name(f".{path.name}.creating-{uuid.uuid4().hex[:12]}")
             try:
+                tmp.mkdir(mode=0o750)  # the store is readable by the owner's group only
                 _write_template(tmp, schema, seeds or {}, title)
                 os.rename(tmp, path)
             except OSError:
@@ -229,24 +230,99 @@ class EnsembleStore:
         return out
 
     def verify(self) -> list[str]:
-        """Problems found: members not done, or whose values no longer match their checksums."""
+        """Problems found, one line each, naming the piece: members not finished; finished members whose
+        shard file is missing, cannot be decoded (corrupt), or whose values no longer match the manifest
+        checksum; statistics not finalised although every member is done.
+
+        Reads every finished value once, shard by shard (a full scan of the store).
+        """
+        return [problem.message for problem in self.problems()]
+
+    def problems(self) -> list["StoreProblem"]:
+        """:meth:`verify`'s findings with the start date and members each concerns."""
+        try:
+            done = self.done[:]
+            expected = self.checksums[:]
+        except Exception as error:  # zarr and its codecs raise many types for a damaged chunk
+            return [StoreProblem(f"manifest of {self.path} is unreadable ({type(error).__name__}: {error})")]
         problems = []
-        done = self.done[:]
+        shard = self.schema.store_layout.shard_members
         for i, init in enumerate(self.schema.init_times):
             missing = np.flatnonzero(done[i] != 1)
             if len(missing):
-                problems.append(f"init {init}: {len(missing)} member(s) not finished (first: {missing[:5].tolist()})")
+                problems.append(StoreProblem(f"init {init}: {len(missing)} member(s) not finished (first: "
+                                             f"{missing[:5].tolist()})", i))
             finished = np.flatnonzero(done[i] == 1)
-            if len(finished) == 0:
-                continue
-            expected = self.checksums[i]
-            for start, stop in _runs(finished):
-                actual = self.member_checksums(i, start, stop)
-                bad = np.argwhere(actual != expected[start:stop])
-                for m, k in bad:
-                    problems.append(f"init {init} member {start + m} channel {self.channels[k]}: values do not match "
-                                    "the manifest checksum (missing or corrupt chunk)")
+            for start, stop in (_runs(finished) if len(finished) else ()):
+                for a in range(start - start % shard, stop, shard):  # one shard of members at a time
+                    lo, hi = max(a, start), min(a + shard, stop)
+                    for k, name in enumerate(self.channels):
+                        problem = self._verify_piece(name, i, lo, hi, expected[i, lo:hi, k])
+                        if problem:
+                            problems.append(StoreProblem(f"init {init} members {lo}:{hi} channel {name}: {problem}",
+                                                         i, (lo, hi), damaged=True))
+            if len(missing) == 0 and not self.statistics_done(i):
+                problems.append(StoreProblem(f"init {init}: every member is done but the ensemble statistics were "
+                                             "not finalised", i))
         return problems
+
+    def reset(self, init_index: int, start: int, stop: int) -> list[tuple[int, int]]:
+        """Mark members ``start:stop`` of a start date unfinished, so that a rerun computes them again.
+
+        With streaming statistics, a stored partial accumulator that includes any of these members is
+        dropped and all of its members are reset too (they are recomputed together). Returns the member
+        ranges reset.
+        """
+        ranges = [(start, stop)]
+        key = f"statistics_parts/i{init_index}"
+        parts = []
+        if key in self.group:
+            for name, group in self.group[key].groups():
+                intervals = [tuple(iv) for iv in dict(group.attrs).get("members", [])]
+                if any(lo < stop and start < hi for lo, hi in intervals):
+                    ranges += intervals
+                    parts.append(name)
+        for lo, hi in ranges:  # unfinished first: a crash in between leaves a loud overlap, never a silent gap
+            self.done[init_index, lo:hi] = 0
+        for name in parts:
+            del self.group[key][name]
+        if "manifest/statistics_done" in self.group:
+            self.group["manifest/statistics_done"][init_index] = 0
+        return sorted(set(ranges))
+
+    def shard_files(self, name: str, member: int, init_index: int) -> list[Path]:
+        """The files holding variable ``name`` for ``member`` at start date ``init_index`` (all leads)."""
+        array = self.group[name]
+        shards = array.shards or array.chunks
+        leads = range(0, array.shape[2], shards[2])
+        keys = [array.metadata.encode_chunk_key((member // shards[0], init_index // shards[1], lead // shards[2], 0, 0))
+                for lead in leads]
+        return [self.path / name / key for key in keys]
+
+    def _verify_piece(self, name: str, init_index: int, lo: int, hi: int, expected: np.ndarray) -> str:
+        files = self.shard_files(name, lo, init_index)
+        absent = [str(f.relative_to(self.path)) for f in files if not f.is_file()]
+        if absent:
+            return f"shard file {', '.join(absent)} is missing (deleted chunk)"
+        where = ", ".join(str(f.relative_to(self.path)) for f in files)
+        try:
+            values = self.group[name][lo:hi, init_index]
+        except Exception as error:  # a damaged shard fails in the sharding index, the codec or the shape check
+            return f"shard file {where} cannot be decoded (corrupt chunk: {type(error).__name__})"
+        bad = [lo + m for m in range(hi - lo) if _checksum(values[m]) != expected[m]]
+        if bad:
+            return f"values of member(s) {bad} in {where} do not match the manifest checksum (corrupt chunk)"
+        return ""
+
+
+@dataclass(frozen=True)
+class StoreProblem:
+    """One finding of :meth:`EnsembleStore.problems`; ``damaged`` pieces hold wrong values."""
+
+    message: str
+    init_index: int | None = None
+    members: tuple[int, int] | None = None
+    damaged: bool = False
 
 
 class Checksums:

@@ -28,3 +28,11 @@ def tiny_world(tiny_config):
     train_checkpoints(tiny_config)
     compute_skill(tiny_config)
     return tiny_config
+
+
+@pytest.fixture(scope="session")
+def forecast_processes(tmp_path_factory):
+    """Run ``forecast`` commands as separate processes forked from a warm server (``tests/cli_process.py``)."""
+    from cli_process import ForecastProcesses
+
+    return ForecastProcesses(tmp_path_factory.mktemp("processes"))

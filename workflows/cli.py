@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 log = logging.getLogger("forecast")
@@ -14,6 +15,11 @@ EXAMPLES = """examples:
   forecast score out/ensemble.zarr --truth out/planet/nature.zarr --out out/scores
   forecast import-checkpoint hens/sfno_linear_74chq_sc2_layers8_edim620_wstgl2-epoch70_seed102 checkpoints/hens-102
   forecast score big.zarr --truth era5.zarr --slurm 4 --slurm-queue cpu   # Dask workers in 4 Slurm jobs
+  forecast check out/ensemble.zarr                 # every finished member against its manifest checksum
+  forecast nightly nightly.yaml                    # the cron cycle: newest start time, run, score, retention
+
+exit codes: 0 ok, 2 bad input or config, 3 store problem, 4 disk full, 5 other system error,
+  6 another nightly is running, 7 stopped by a signal (finished work is kept; rerun to resume)
 """
 
 
@@ -86,6 +92,26 @@ def cmd_import_checkpoint(args):
           f"dt {card.dt_hours} h, extra inputs {sorted(extra) or 'none'}")
 
 
+def cmd_check(args):
+    from forecast.store import StoreError
+    from workflows.check import check_store
+
+    result = check_store(args.store, repair=args.repair)
+    for problem in result.problems:
+        print(problem)
+    if not result.ok:
+        raise StoreError(result.summary())
+    print(result.summary())
+
+
+def cmd_nightly(args):
+    from workflows.nightly import run_nightly
+
+    overrides = [*args.overrides, *([f"paths.workdir={args.workdir}"] if args.workdir else [])]
+    run = run_nightly(_config(args), args.config, overrides)
+    print(f"nightly: {run.message} (status: {run.root / 'status.json'})")
+
+
 def cmd_demo(args):
     from workflows.recipes import demo
 
@@ -119,6 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--init-times", help="index range A:B of the configured start dates to run (array jobs); "
                      "the store always holds all of them")
     with_config("demo", "planet -> train -> skill -> run -> score on the embedded world", cmd_demo, optional=True)
+    with_config("nightly", "for cron: run the newest cycle (locally or on Slurm), score what can be verified, "
+                "apply retention, write status.json; exits at once with code 6 if another one is running", cmd_nightly)
+    check = sub.add_parser("check", help="verify a store against its manifest and checksums; names missing or "
+                           "corrupt pieces", description="Read every finished member of an ensemble store and compare "
+                           "it with the checksums in its manifest; list what is unfinished, missing or corrupt.")
+    check.add_argument("store", help="ensemble Zarr store")
+    check.add_argument("--repair", action="store_true", help="mark members with missing or corrupt values unfinished, "
+                       "so that the next `forecast run` recomputes them")
+    check.set_defaults(func=cmd_check)
     score = sub.add_parser("score", help="score an ensemble store against the truth and write a report")
     score.add_argument("store", help="ensemble Zarr store")
     score.add_argument("--truth", required=True, help="truth dataset (Zarr or netCDF with a time dimension)")
@@ -171,14 +206,19 @@ def main(argv=None) -> int:
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("distributed", "bokeh", "tornado"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    from workflows.errors import KNOWN_ERRORS, exit_code
+    os.umask(os.umask(0o027) | 0o027)  # what the commands create is not readable by others
+    from workflows.errors import KNOWN_ERRORS, describe, exit_code
+    from workflows.interrupt import EXIT_CODE, Interrupted, exit_cleanly_on_signals, requeue_if_asked
 
     try:
-        args.func(args)
+        with exit_cleanly_on_signals():
+            args.func(args)
     except KNOWN_ERRORS as error:
-        message = " ".join(str(error).split())
-        print(f"forecast: error: {message}", file=sys.stderr)
+        print(f"forecast: error: {describe(error)}", file=sys.stderr)
         return exit_code(error)
+    except Interrupted as interrupted:
+        print(f"forecast: {interrupted}: finished work is saved; {requeue_if_asked(interrupted)}", file=sys.stderr)
+        return EXIT_CODE
     return 0
 
 

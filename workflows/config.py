@@ -154,6 +154,30 @@ class ScoreSection:
 
 
 @dataclass(frozen=True)
+class SlurmSection:
+    """sbatch options for the jobs ``forecast nightly`` submits in ``slurm`` mode. Each is one option
+    (``--partition=gpu``), passed to ``sbatch`` as an argument, never through a shell."""
+
+    ensemble: tuple = ()  # e.g. ["--nodes=2", "--ntasks-per-node=4", "--time=03:00:00"]
+    score: tuple = ()  # e.g. ["--cpus-per-task=32"]
+    scripts: str = ""  # folder with ensemble.sbatch and score.sbatch; empty: the repository's slurm/
+
+
+@dataclass(frozen=True)
+class NightlySection:
+    """The cron cycle (``forecast nightly``): one store and one score folder per cycle under ``root``."""
+
+    root: str = "{workdir}/nightly"
+    cycle_hours: tuple = (0,)  # hours (UTC) at which cycles start
+    catch_up: int = 0  # earlier cycles also completed when missing or partial
+    mode: str = "local"  # "local": run and score here; "slurm": submit the jobs
+    truth: str = ""  # verifying data; empty: paths.nature
+    keep_cycles: int = 7  # newest cycles whose stores are kept; older stores are deleted, scores kept
+    keep_logs: int = 60  # newest log files kept
+    slurm: SlurmSection = field(default_factory=SlurmSection)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole run. ``extra_models`` are model sets trained beside ``train`` (e.g. a VAE next to the
     SFNO checkpoints); ``experiments`` are further ensembles, each the ``ensemble`` section with some keys
@@ -168,6 +192,7 @@ class Config:
     ensemble: EnsembleSection = field(default_factory=EnsembleSection)
     experiments: dict[str, EnsembleSection] = field(default_factory=dict)
     score: ScoreSection = field(default_factory=ScoreSection)
+    nightly: NightlySection = field(default_factory=NightlySection)
 
 
 # -- building -------------------------------------------------------------------------------------

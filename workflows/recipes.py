@@ -179,8 +179,16 @@ def run_ensemble(config: Config, members: str | None = None, init_times: str | N
         a, b = parse_member_range(init_times, len(engine.init_times), "start date")
         init_indices = range(a, b)
     path = store_path(config, experiment)
-    store = engine.create_store(path)
-    counts = engine.run(store, start, stop, rank=ranks.rank, world=ranks.world, init_indices=init_indices)
+    if not (path / "zarr.json").is_file():  # bad input must not leave a store behind
+        from workflows.preflight import check_initial_states, check_writable
+
+        check_initial_states(engine, init_indices)
+        check_writable(path)
+    from workflows.errors import naming
+
+    with naming(path):  # a full disk names the store
+        store = engine.create_store(path)
+        counts = engine.run(store, start, stop, rank=ranks.rank, world=ranks.world, init_indices=init_indices)
     log.info("run: rank %d/%d, members %d:%d into %s: %s", ranks.rank, ranks.world, start, stop, path, counts)
     return path
 

@@ -43,8 +43,10 @@ def checkpoint_dirs(config: Config, names=None) -> list[Path]:
     return [root / f"{name}-{k}" for name in names for k in range(sets[name].checkpoints)]
 
 
-def _distributed():
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+def _distributed() -> bool:
+    from ensembles.ranks import rank_from_environment
+
+    return rank_from_environment().world > 1
 
 
 def train_checkpoints(config: Config) -> list[Path]:
@@ -80,18 +82,15 @@ def train_checkpoints(config: Config) -> list[Path]:
 
 
 def _train_distributed(config: Config, jobs) -> None:
-    import torch
-    import torch.distributed as dist
+    """Under srun/torchrun every rank trains each checkpoint together (DDP, gloo on CPU cores)."""
+    from ensembles.ranks import rank_from_environment
+    from workflows.ddp import barrier, process_group
 
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend)
-    try:
-        log.info("train: rank %d of %d (%s)", dist.get_rank(), dist.get_world_size(), backend)
+    ranks = rank_from_environment()
+    with process_group(ranks.rank, ranks.world):
         for name, k in jobs:
             train_one(config, name, k)
-            dist.barrier()
-    finally:
-        dist.destroy_process_group()
+            barrier()
 
 
 def available_cores() -> int:
