@@ -46,12 +46,15 @@ def split_windows(windows: list, world: int) -> list[list]:
 
 
 def device_for(device: str, local_rank: int) -> str:
-    """``cuda`` becomes ``cuda:<local_rank mod GPUs>``; anything else is returned as is."""
-    if device == "cuda":
+    """``cuda`` becomes ``cuda:<local_rank mod GPUs>``; ``auto`` does the same when a GPU is visible and
+    is ``cpu`` otherwise; anything else is returned as is."""
+    if device in ("cuda", "auto"):
         import torch
 
         count = torch.cuda.device_count()
         if count == 0:
+            if device == "auto":
+                return "cpu"
             raise ValueError("device 'cuda' was asked for but no GPU is visible")
         return f"cuda:{local_rank % count}"
     return device

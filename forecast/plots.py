@@ -36,9 +36,12 @@ def _panels(n: int):
     return plt, fig, axes.ravel()
 
 
-def _save(plt, fig, path: Path, title: str) -> Path:
+def save_figure(plt, fig, path: Path, title: str) -> Path:
+    """Title, fixed margins, PNG at 90 dpi, and the figure closed."""
     fig.suptitle(title)
-    fig.tight_layout()
+    width, height = fig.get_size_inches()  # fixed margins in inches: tight_layout costs as much as drawing
+    fig.subplots_adjust(left=0.7 / width, right=1 - 0.2 / width, bottom=0.5 / height, top=1 - 0.6 / height,
+                        wspace=0.3, hspace=0.5)
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
@@ -71,7 +74,7 @@ def plot_vs_lead(scores, variables: dict, path: Path, title: str, reference: flo
             ax.set_xlabel("lead time (h)")
             ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7)
-    return _save(plt, fig, path, title)
+    return save_figure(plt, fig, path, title)
 
 
 def _lead_picks(lead: np.ndarray, count: int) -> list[int]:
@@ -96,7 +99,7 @@ def plot_rank_histograms(scores, path: Path, leads: int = 3, region: str = "glob
         ax.set_title(channel)
         ax.set_xlabel("rank of the truth")
     axes[0].legend(fontsize=8)
-    return _save(plt, fig, path, f"rank histograms, {region} (count x bins / total)")
+    return save_figure(plt, fig, path, f"rank histograms, {region} (count x bins / total)")
 
 
 def plot_reliability(scores, path: Path, leads: int = 3) -> Path:
@@ -122,7 +125,7 @@ def plot_reliability(scores, path: Path, leads: int = 3) -> Path:
             ax.set_xlabel("forecast probability")
             ax.set_ylabel("observed frequency")
     axes[0, 0].legend(fontsize=7)
-    return _save(plt, fig, path, "reliability diagrams (global)")
+    return save_figure(plt, fig, path, "reliability diagrams (global)")
 
 
 def plot_maps(scores, path: Path) -> Path:
@@ -143,4 +146,4 @@ def plot_maps(scores, path: Path) -> Path:
                                  vmax=limits[1], shading="nearest")
             fig.colorbar(mesh, ax=ax, shrink=0.8)
             ax.set_title(f"{channel}: {label}", fontsize=9)
-    return _save(plt, fig, path, scores.attrs.get("maps", "maps"))
+    return save_figure(plt, fig, path, scores.attrs.get("maps", "maps"))

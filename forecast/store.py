@@ -12,8 +12,9 @@ plus ``schema``: the JSON of everything that defines the run.
 
 Zarr v3 with sharding: a shard holds ``layout.shard_members`` members (the batch size: a window of the
 member plan, which one rank writes) x one start date x ``layout.lead_chunk`` leads x the whole grid,
-so one write call fills one shard file; inside, every (member, lead) field is its own chunk, so a
-reader can take one member or one lead without reading the rest. A HENS run (7,424 members, 61 leads,
+so one write call fills one shard file; inside, each member's fields form their own chunks (one per
+lead at HENS size, a run of leads of about 1 MB on small grids: :func:`inner_leads`), so a reader can
+take one member without reading the rest. A HENS run (7,424 members, 61 leads,
 batch 4) holds 1,856 x 61 files per variable and date instead of 452,864.
 
 The store is created from the full coordinates (metadata only; unwritten values read as NaN) in a
@@ -354,6 +355,21 @@ def _runs(indices: np.ndarray):
     yield start, prev + 1
 
 
+INNER_CHUNK_BYTES = 1 << 20
+
+
+def inner_leads(lead_chunk: int, field_bytes: int, target: int = INNER_CHUNK_BYTES) -> int:
+    """Leads per inner chunk: the largest divisor of ``lead_chunk`` whose fields fit ``target`` bytes
+    (at least one). A HENS field (4 MB) is its own chunk; on small grids a member's run of leads is one
+    chunk, since reading thousands of tiny chunks one by one costs far more than their bytes.
+
+    >>> inner_leads(21, 33 * 64 * 4), inner_leads(61, 721 * 1440 * 4), inner_leads(12, 300_000)
+    (21, 1, 3)
+    """
+    fit = max(1, target // max(1, field_bytes))
+    return max(k for k in range(1, lead_chunk + 1) if lead_chunk % k == 0 and k <= fit)
+
+
 def _codecs(layout: StoreLayout, channel: str) -> dict:
     import zarr
 
@@ -378,7 +394,7 @@ def _write_template(path: Path, schema: StoreSchema, seeds: dict, title: str) ->
     n_members, n_init, n_lead = schema.n_members, len(schema.init_times), len(schema.lead_hours)
     fields = (grid.nlat, grid.nlon)
     shard = (min(layout.shard_members, n_members), 1, min(layout.lead_chunk, n_lead), *fields)
-    inner = (1, 1, 1, *fields)
+    inner = (1, 1, inner_leads(shard[2], grid.nlat * grid.nlon * 4), *fields)
     init_times = np.array(schema.init_times, dtype="datetime64[ns]")
     lead_times = np.array(schema.lead_hours, dtype="timedelta64[h]").astype("timedelta64[ns]")
     coords = {

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from forecast.plots import save_figure
+
 METRICS = {"crps": "fair CRPS", "spread_skill_ratio": "spread-skill", "ensemble_mean_rmse": "ens-mean RMSE"}
 
 
@@ -41,11 +43,7 @@ def plot_comparison(all_scores: dict, variable: str, path: Path, title: str, ref
         ax.set_xlabel("lead time (h)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path, title)
 
 
 def plot_rank_comparison(all_scores: dict, path: Path) -> Path:
@@ -65,11 +63,7 @@ def plot_rank_comparison(all_scores: dict, path: Path) -> Path:
         ax.set_title(f"{channel}, longest lead")
         ax.set_xlabel("normalised rank of the truth")
     axes[0][0].legend(fontsize=8)
-    fig.suptitle("rank histograms (flat at 1 = reliable)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path, "rank histograms (flat at 1 = reliable)")
 
 
 def verdicts(all_scores: dict) -> list[str]:

@@ -134,7 +134,7 @@ class EnsembleSection:
     control: bool = True
     batch_size: int | str = 8  # or "auto": as many as fit on the GPU (8 on a CPU)
     seed: int = 0
-    device: str = "cpu"  # "cuda": each rank uses GPU LOCAL_RANK mod the GPUs visible
+    device: str = "auto"  # "auto": the GPU LOCAL_RANK mod the GPUs visible, else the CPU; or "cuda", "cpu"
     autocast_bf16: bool = False
     writer_threads: int = 2
     perturbation: PerturbationSection = field(default_factory=PerturbationSection)

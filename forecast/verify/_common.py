@@ -196,11 +196,13 @@ def reduce_sum(score, dim, regions=None):
 
 
 # -- truth at valid times ---------------------------------------------------------------------------
-def align_truth(forecast, truth, time_dim: str = "time"):
+def align_truth(forecast, truth, time_dim: str = "time", chunk_bytes: int = 64 << 20):
     """Truth at each forecast's valid time ``init_time + lead_time``, dims ``(init_time, lead_time, ...)``.
 
-    ``truth`` has a ``time_dim`` dimension (a nature run, analyses or reanalysis); it is selected one
-    lead at a time (orthogonal indexing), which keeps Dask graphs small.
+    ``truth`` has a ``time_dim`` dimension (a nature run, analyses or reanalysis). The distinct valid
+    times are taken in one selection, gathered into chunks that hold all of them over a band of
+    latitudes (about ``chunk_bytes``), and spread over ``(init_time, lead_time)`` inside each chunk,
+    which keeps Dask graphs small whatever the number of leads.
     """
     init = forecast["init_time"].values
     leads = forecast["lead_time"].values
@@ -208,7 +210,13 @@ def align_truth(forecast, truth, time_dim: str = "time"):
     missing = np.setdiff1d(valid.ravel(), truth[time_dim].values)
     if len(missing):
         raise ValueError(f"truth lacks {len(missing)} valid time(s), first {np.datetime_as_string(missing[0], 'm')}")
-    pieces = [truth.sel({time_dim: init + lead}).rename({time_dim: "init_time"}).assign_coords(init_time=init)
-              for lead in leads]
-    aligned = xr.concat(pieces, dim=xr.DataArray(leads, dims="lead_time", name="lead_time"), coords="minimal")
+    times, position = np.unique(valid, return_inverse=True)
+    subset = truth.sel({time_dim: times})
+    if subset.chunks:
+        row_bytes = len(times) * subset.sizes.get("lon", 1) * 8
+        rows = int(max(1, min(subset.sizes.get("lat", 1), chunk_bytes // row_bytes)))
+        subset = subset.chunk({time_dim: -1, **({"lat": rows} if "lat" in subset.dims else {})})
+    index = xr.DataArray(position.reshape(valid.shape), dims=("init_time", "lead_time"),
+                         coords={"init_time": init, "lead_time": leads})
+    aligned = subset.isel({time_dim: index}).drop_vars(time_dim, errors="ignore")
     return aligned.transpose("init_time", "lead_time", ...)
