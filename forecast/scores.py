@@ -112,7 +112,9 @@ def score_ensemble(forecast: xr.Dataset, truth: xr.Dataset, dims=SCORE_DIMS, reg
     maps ``(channel, event, lat, lon)`` / ``(channel, lat, lon)`` of exceedance probability and EFI at
     the first start date and last lead. ``climate=False`` leaves out what needs the truth's climatology.
     """
-    channels = [c for c in forecast.data_vars if c in truth.data_vars]
+    order = json.loads(forecast.attrs["schema"])["channels"] if "schema" in forecast.attrs else []
+    names = [c for c in order if c in forecast.data_vars] + sorted(c for c in forecast.data_vars if c not in order)
+    channels = [c for c in names if c in truth.data_vars]
     if not channels:
         raise ValueError(f"truth shares no channel with the forecast ({list(forecast.data_vars)})")
     dims = list(dims)

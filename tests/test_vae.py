@@ -74,6 +74,23 @@ def test_latent_correlation_makes_each_members_noise_persist():
     assert torch.equal(model._standard_noise(shape, fresh, x), first)  # a new member stream starts afresh
 
 
+def test_calibration_picks_the_lowest_crps_and_stops_past_it(monkeypatch):
+    from ensembles import calibration
+
+    tried = []
+
+    def crps(model, *args):
+        rho = model.network.config.latent_correlation
+        tried.append(rho)
+        return (rho - 0.52) ** 2
+
+    monkeypatch.setattr(calibration, "ensemble_crps", crps)
+    model = type("Model", (), {"network": net()})()
+    best, scores = calibration.calibrate_latent_correlation(model, None, None, [], 4, candidates=(0.9, 0.0, 0.5, 0.6, 0.7))
+    assert best == 0.5 and tried == [0.0, 0.5, 0.6]  # in increasing order, stopping at the first worse one
+    assert model.network.config.latent_correlation == 0.0  # the model is left as it was
+
+
 def test_fair_crps_loss_and_kl_match_closed_forms():
     members = torch.tensor([[[[[0.0]]], [[[1.0]]]]])  # batch 1, two samples, 1 channel, 1x1 grid
     assert float(weighted_fair_crps(members, torch.tensor([[[[0.0]]]]), torch.ones(1, 1))) == 0.0

@@ -191,7 +191,7 @@ def calibrate_noise_memory(config: Config, section: TrainSection, model) -> tupl
     lead_steps = max(1, config.ensemble.lead_hours // model.card.dt_hours)
     times = section.period.times()
     last = times[-1] - np.timedelta64(config.ensemble.lead_hours, "h")
-    init_times = np.arange(times[0], last + np.timedelta64(1, "s"), np.timedelta64(96, "h"))[-8:]
+    init_times = np.arange(times[0], last + np.timedelta64(1, "s"), np.timedelta64(96, "h"))[-6:]
     if len(init_times) == 0:
         raise ConfigError("the training period is too short to calibrate latent_correlation for the ensemble's lead")
     analyses = open_source(config.paths.resolve("analysis"), name="analyses")

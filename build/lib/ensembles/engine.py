@@ -1,0 +1,446 @@
+"""The ensemble engine: runs blocks of members in batches, checkpoint by checkpoint, into a store.
+
+Checkpoint-major: each rank loads each checkpoint once and runs all of its pending blocks, for every
+start date, before loading the next. A block (see ``MemberPlan.blocks``) is perturbed, rolled out and
+handed lead by lead to a sink thread that computes checksums and streaming statistics and queues the
+Zarr writes on a pool of writer threads, so the model never waits for the disk. On a GPU each state
+leaves the device through a pinned host buffer with an asynchronous copy.
+
+Ranks (``srun -n R``, ``torchrun``) split the plan's windows (``MemberPlan.windows``) into contiguous
+runs, so each rank writes only its own shards; no communication is needed.
+
+Resume: a block's done flags are written after its values; with streaming statistics they wait until
+the partial statistics of the rank's (checkpoint, start date) group are stored too. The statistics of a
+start date are finalised (parts merged in member order) by whichever rank completes the coverage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from itertools import groupby
+
+import numpy as np
+import torch
+
+from ensembles.perturb import BredVector, SphericalGaussian, non_negative_floor
+from ensembles.plan import MemberPlan
+from ensembles.ranks import split_windows
+from ensembles.seeds import member_generator, member_seed
+from ensembles.stats import EnsembleAccumulator, StatisticsSpec
+from forecast.data import DataError, Source
+from forecast.rollout import rollout
+from forecast.store import Checksums, EnsembleStore, StoreLayout, StoreSchema
+from models.checkpoint import load_checkpoint, read_card
+
+log = logging.getLogger(__name__)
+
+METHODS = ("bred_vector", "gaussian", "none")
+
+
+@dataclass(frozen=True)
+class PerturbationSettings:
+    """How initial states are perturbed. ``amplitude`` (physical units per channel) is the bred vector's
+    target amplitude, or the Gaussian noise's standard deviation; channels not named get none."""
+
+    method: str = "bred_vector"
+    channels: tuple = ("z500",)
+    amplitude: dict = field(default_factory=dict)
+    length_scale_km: float = 500.0
+    cycles: int = 3
+    boundary_latitude: float = 20.0
+    last_cycle_ends: str = "t"
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"perturbation method must be one of {METHODS}, got {self.method!r}")
+        object.__setattr__(self, "channels", tuple(self.channels))
+
+
+@dataclass
+class EnsembleEngine:
+    checkpoints: list  # checkpoint directories, index = Member.checkpoint
+    plan: MemberPlan
+    analyses: Source
+    init_times: np.ndarray
+    lead_steps: int
+    batch_size: int
+    base_seed: int
+    perturbation: PerturbationSettings
+    device: str = "cpu"
+    statistics: StatisticsSpec | None = None
+    statistics_only: tuple = ()  # channels not kept per member
+    keepbits: dict = field(default_factory=dict)
+    zstd_level: int = 3
+    writer_threads: int = 2
+    autocast_bf16: bool = False
+
+    def __post_init__(self):
+        self.init_times = np.atleast_1d(np.asarray(self.init_times, dtype="datetime64[ns]"))
+        if len(self.checkpoints) != self.plan.n_checkpoints:
+            raise ValueError(f"the member plan has {self.plan.n_checkpoints} checkpoints but {len(self.checkpoints)} were given")
+        self.cards = [read_card(path) for path in self.checkpoints]
+        first = self.cards[0]
+        for path, card in zip(self.checkpoints, self.cards):
+            for attribute in ("channels", "grid", "dt_hours"):
+                if getattr(card, attribute) != getattr(first, attribute):
+                    raise ValueError(f"checkpoint {path} has other {attribute} than {self.checkpoints[0]}: "
+                                     f"{getattr(card, attribute)} vs {getattr(first, attribute)}")
+        self.channels = first.channels
+        self.dt_hours = first.dt_hours
+        self.grid = first.model_grid
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.lead_steps < 0:
+            raise ValueError(f"lead steps must be non-negative, got {self.lead_steps}")
+        self.analyses.check_channels(self.channels)
+        self.analyses.check_grid(self.grid)
+        self.analyses.time_index(self.init_times)
+        p = self.perturbation
+        unknown = [c for c in (*p.channels, *p.amplitude, *self.statistics_only, *self.keepbits) if c not in self.channels]
+        if self.statistics is not None:
+            unknown += [c for c in self.statistics.channels if c not in self.channels]
+            self.statistics.check_members(self.plan.size)
+        if unknown:
+            raise ValueError(f"channel(s) {sorted(set(unknown))} named in the ensemble settings are not model channels {list(self.channels)}")
+        missing = [c for c in self.statistics_only if self.statistics is None or c not in self.statistics.channels]
+        if missing:
+            raise ValueError(f"statistics-only channel(s) {missing} must also be statistics channels")
+        self.stored = tuple(c for c in self.channels if c not in self.statistics_only)
+        if p.method == "bred_vector" and p.last_cycle_ends == "t":
+            for t in self.init_times:
+                self.analyses.time_index(self.history_times(t))
+        StoreLayout(keepbits=self.keepbits)  # validates keepbits
+
+    # -- description ------------------------------------------------------------------------------
+    def history_times(self, init_time) -> np.ndarray:
+        n = self.perturbation.cycles
+        return np.datetime64(init_time, "ns") - np.arange(n, 0, -1) * np.timedelta64(self.dt_hours, "h")
+
+    def lead_chunk(self, budget_bytes: int = 256 << 20) -> int:
+        """Leads per shard: as many as a block can buffer within ``budget_bytes`` (all of them for small
+        grids, one for HENS-size states), so writers only ever write whole shards."""
+        per_lead = self.batch_size * max(1, len(self.stored)) * self.grid.nlat * self.grid.nlon * 4
+        return int(max(1, min(self.lead_steps + 1, budget_bytes // per_lead)))
+
+    def layout(self) -> StoreLayout:
+        return StoreLayout(shard_members=self.batch_size, lead_chunk=self.lead_chunk(), keepbits=dict(self.keepbits),
+                           zstd_level=self.zstd_level)
+
+    def schema(self) -> StoreSchema:
+        members = self.plan.members()
+        return StoreSchema(
+            channels=self.stored,
+            grid=self.grid.to_dict(),
+            init_times=tuple(np.datetime_as_string(t, "s") for t in self.init_times),
+            lead_hours=tuple(k * self.dt_hours for k in range(self.lead_steps + 1)),
+            n_members=self.plan.size,
+            layout=asdict(self.layout()),
+            members={
+                "checkpoint": [m.checkpoint for m in members],
+                "model_family": [self.cards[m.checkpoint].family for m in members],
+                "pair": [m.pair for m in members],
+                "sign": [m.sign for m in members],
+            },
+            statistics=asdict(self.statistics) if self.statistics else {},
+            attrs={
+                "checkpoints": [{"name": c.name, "family": c.family, "weights_sha256": c.weights_sha256} for c in self.cards],
+                "member_plan": asdict(self.plan),
+                "base_seed": self.base_seed,
+                "seed_rule": "member_seed(base_seed, init_time, id, purpose): id = pair for 'perturbation', member for 'noise'",
+                "perturbation": asdict(self.perturbation),
+                "batch_size": self.batch_size,
+                "model_dt_hours": self.dt_hours,
+                "statistics_only": list(self.statistics_only),
+            },
+        )
+
+    def seeds(self) -> dict[str, np.ndarray]:
+        members = self.plan.members()
+        perturbation = np.array([[member_seed(self.base_seed, t, m.pair, "perturbation") if m.pair >= 0 else -1
+                                  for m in members] for t in self.init_times], dtype=np.int64)
+        noise = np.array([[member_seed(self.base_seed, t, m.index, "noise") for m in members] for t in self.init_times],
+                         dtype=np.int64)
+        return {"perturbation_seed": perturbation, "noise_seed": noise}
+
+    def create_store(self, path) -> EnsembleStore:
+        return EnsembleStore.create(path, self.schema(), self.seeds())
+
+    # -- running ----------------------------------------------------------------------------------
+    def rank_blocks(self, start: int, stop: int, rank: int, world: int) -> list[tuple[int, int]]:
+        """The blocks rank ``rank`` of ``world`` runs for members ``start:stop``: whole windows only."""
+        windows = [w for w in self.plan.windows(self.batch_size) if w[0] < stop and w[1] > start]
+        mine = split_windows(windows, world)[rank]
+        blocks = self.plan.blocks_for(start, stop, self.batch_size)
+        return [b for b in blocks if any(a <= b[0] and b[1] <= z for a, z in mine)]
+
+    def run(self, store: EnsembleStore, start: int = 0, stop: int | None = None, rank: int = 0, world: int = 1,
+            init_indices=None) -> dict:
+        """Generate members ``start:stop`` (this rank's share) for the start dates ``init_indices`` (default
+        all) into ``store``, skipping finished blocks."""
+        stop = self.plan.size if stop is None else stop
+        init_indices = range(len(self.init_times)) if init_indices is None else list(init_indices)
+        diff = store.schema.differences(self.schema())
+        if diff:
+            raise ValueError(f"store {store.path} was created for another run (differs in {', '.join(diff)})")
+        counts = {"blocks_run": 0, "blocks_skipped": 0, "member_steps": 0}
+        began = time.perf_counter()
+        blocks = self.rank_blocks(start, stop, rank, world)
+        with _Sink(store, self.writer_threads) as sink:  # drained on exit: every block is finished
+            for checkpoint, group in groupby(blocks, key=lambda b: self.plan.member(b[0]).checkpoint):
+                group = list(group)
+                model = None
+                for i in init_indices:
+                    pending = []
+                    for a, b in group:
+                        lo, hi = max(a, start), min(b, stop)
+                        if store.is_done(i, lo, hi):
+                            counts["blocks_skipped"] += 1
+                        else:
+                            pending.append((a, b, lo, hi))
+                    if not pending:
+                        continue
+                    if model is None:
+                        model = load_checkpoint(self.checkpoints[checkpoint], self.device)
+                        log.info("rank %d: checkpoint %d (%s) loaded", rank, checkpoint, self.cards[checkpoint].name)
+                    self._run_group(model, store, sink, i, pending)
+                    counts["blocks_run"] += len(pending)
+                    counts["member_steps"] += sum(b - a for a, b, _, _ in pending) * self.lead_steps
+                del model
+        if self.statistics is not None:
+            for i in init_indices:
+                self.finalise_statistics(store, i)
+        counts["seconds"] = time.perf_counter() - began
+        return counts
+
+    def _run_group(self, model, store, sink, init_index: int, pending) -> None:
+        """Run one (checkpoint, start date) group of blocks; persist statistics, then the done flags."""
+        accumulator = None
+        if self.statistics is not None:
+            accumulator = EnsembleAccumulator(self.statistics, self.lead_steps + 1, self.grid.shape)
+        stat_index = [self.channels.index(c) for c in self.statistics.channels] if accumulator else []
+        store_index = [self.channels.index(c) for c in self.stored]
+        finished = []
+        for a, b, lo, hi in pending:
+            checksums = Checksums(hi - lo, len(self.stored))
+            buffer = []
+            for lead, state in self.run_block(model, init_index, a, b):
+                rows = slice(lo - a, hi - a)
+                sink.submit(self._consume, lead, state, rows, store_index, stat_index, checksums, accumulator, buffer,
+                            init_index, lo, hi)
+            finished.append((lo, hi, checksums))
+            if accumulator is None:  # the block is done once its writes are: the next block need not wait
+                sink.submit(self._finish_block, store, init_index, lo, hi, checksums)
+        if accumulator is not None:
+            sink.drain()
+            store.write_statistics_part(init_index, [(lo, hi) for lo, hi, _ in finished], accumulator.to_arrays())
+            for lo, hi, checksums in finished:
+                self._finish_block(store, init_index, lo, hi, checksums, sink)
+
+    def _finish_block(self, store, init_index: int, lo: int, hi: int, checksums, sink) -> None:
+        sink.wait_writes()
+        store.finish(init_index, lo, hi, checksums.result())
+        log.info("init %s members %d:%d done", np.datetime_as_string(self.init_times[init_index], "h"), lo, hi)
+
+    def _consume(self, lead, state, rows, store_index, stat_index, checksums, accumulator, buffer, init_index, lo, hi,
+                 sink):
+        """Sink-thread work for one lead of a block: host copy, checksums, statistics, shard writes."""
+        values = _to_numpy(state)[rows]
+        stored = values[:, store_index]
+        checksums.update(stored)
+        if accumulator is not None:
+            accumulator.update(lead, values[:, stat_index])
+        if not self.stored:
+            return
+        buffer.append(stored)
+        chunk = sink.store.schema.layout["lead_chunk"]
+        if len(buffer) == chunk or lead == self.lead_steps:
+            sink.write(init_index, lo, hi, lead + 1 - len(buffer), np.stack(buffer, axis=1))
+            buffer.clear()
+
+    def finalise_statistics(self, store: EnsembleStore, init_index: int) -> bool:
+        """Merge the stored parts of a start date, in member order, once they cover every member."""
+        if store.statistics_done(init_index):
+            return True
+        parts = store.statistics_parts(init_index)
+        covered = np.zeros(self.plan.size, dtype=np.int64)
+        for intervals, _ in parts:
+            for lo, hi in intervals:
+                covered[lo:hi] += 1
+        if (covered == 0).any():
+            return False
+        if (covered > 1).any():
+            raise ValueError(f"statistics parts of start date {init_index} overlap (members {np.flatnonzero(covered > 1)[:5]})")
+        total = EnsembleAccumulator.from_arrays(self.statistics, parts[0][1])
+        for _, arrays in parts[1:]:
+            total.merge(EnsembleAccumulator.from_arrays(self.statistics, arrays))
+        store.write_statistics(init_index, total.result())
+        return True
+
+    # -- numerics ---------------------------------------------------------------------------------
+    def initial_state(self, model, init_index: int) -> torch.Tensor:
+        x = self.analyses.initial_state(self.init_times[init_index], self.channels)
+        return model.normalise(torch.from_numpy(x).to(self.device))
+
+    def perturbation_for(self, model, init_index: int):
+        p = self.perturbation
+        card = model.card
+        amplitude = torch.tensor([p.amplitude.get(c, 0.0) / s for c, s in zip(card.channels, card.std)])
+        if p.method == "gaussian":
+            return SphericalGaussian(self.grid, amplitude, p.length_scale_km)
+        if p.method == "bred_vector":
+            history = None
+            if p.last_cycle_ends == "t":
+                times = self.history_times(self.init_times[init_index])
+                fields = self.analyses.fields(times, self.channels)
+                if not np.isfinite(fields).all():
+                    raise DataError(f"analyses before {np.datetime_as_string(self.init_times[init_index], 'm')} "
+                                    "used for breeding have NaN or Inf")
+                history = model.normalise(torch.from_numpy(fields).to(self.device))
+            seed_channels = torch.tensor([c in p.channels for c in card.channels])
+            if getattr(model, "needs_time", False):  # cos-zenith models: each cycle steps from a known time
+                init = np.datetime64(self.init_times[init_index], "ns")
+                times = list(self.history_times(init)) if p.last_cycle_ends == "t" else [init] * p.cycles
+                return BredVector(lambda x, t: self._step(model, x, None, t), self.grid, amplitude, seed_channels,
+                                  p.length_scale_km, p.cycles, p.boundary_latitude, p.last_cycle_ends, history, times)
+            return BredVector(lambda x: self._step(model, x, None), self.grid, amplitude, seed_channels,
+                              p.length_scale_km, p.cycles, p.boundary_latitude, p.last_cycle_ends, history)
+        return None
+
+    def _step(self, model, x, generators, time=None):
+        with torch.autocast(device_type=torch.device(self.device).type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
+            if time is None:
+                return model.step(x, generators).float()
+            return model.step(x, generators, time=time).float()
+
+    def run_block(self, model, init_index: int, start: int, stop: int):
+        """Yield ``(lead_index, values)`` for members ``start:stop`` (one block) in physical units, as
+        tensors on the engine's device (GPU: already queued for an asynchronous host copy)."""
+        init_time = self.init_times[init_index]
+        members = self.plan.members(start, stop)
+        card = model.card
+        floor = non_negative_floor(card.channels, card.mean, card.std).to(self.device)
+        stepper = _Stepper(self, model)
+        with torch.inference_mode():
+            x0 = self.initial_state(model, init_index)
+            x = x0.expand(len(members), -1, -1, -1).clone()
+            pairs = sorted({m.pair for m in members if m.pair >= 0})
+            perturbation = self.perturbation_for(model, init_index) if pairs else None
+            if perturbation is not None:
+                dx = {}
+                for group in self.plan.perturbation_groups(pairs, self.batch_size):
+                    generators = [member_generator(self.base_seed, init_time, p, "perturbation") for p in group]
+                    dx.update(zip(group, perturbation(x0, generators)))
+                for row, m in enumerate(members):
+                    if m.pair >= 0:
+                        x[row] = x0[0] + m.sign * dx[m.pair]
+                x = torch.maximum(x, floor)
+            noise = [member_generator(self.base_seed, init_time, m.index, "noise") for m in members]
+            start_time = init_time if getattr(model, "needs_time", False) else None
+            for lead, state in rollout(stepper, x, self.lead_steps, noise, floor, start_time=start_time):
+                yield lead, _to_host(model.denormalise(state))
+
+
+def auto_batch_size(checkpoint, device: str, grid_shape: tuple[int, int], cpu_default: int = 8,
+                    memory_fraction: float = 0.8) -> int:
+    """Members per batch: on a GPU as many as fit in ``memory_fraction`` of the free memory, measured
+    by running one step of one member; on a CPU ``cpu_default``. Even, so +/- pairs share a batch."""
+    if not device.startswith("cuda"):
+        return cpu_default
+    model = load_checkpoint(checkpoint, device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    with torch.inference_mode():
+        model.step(torch.zeros((1, len(model.card.channels), *grid_shape), device=device), None)
+    per_member = max(1, torch.cuda.max_memory_allocated(device) - before)
+    free, _ = torch.cuda.mem_get_info(device)
+    del model
+    batch = int(memory_fraction * free // per_member)
+    return max(2, batch - batch % 2)
+
+
+class _Stepper:
+    """The model's step with the engine's precision settings (bf16 autocast outside the spectral parts)."""
+
+    def __init__(self, engine: EnsembleEngine, model):
+        self.engine, self.model, self.card = engine, model, model.card
+
+    def step(self, x, generators=None, time=None):
+        return self.engine._step(self.model, x, generators, time)
+
+
+def _to_host(state: torch.Tensor):
+    """CPU tensors pass through; CUDA tensors start an asynchronous copy into pinned memory."""
+    if state.device.type != "cuda":
+        return state
+    host = torch.empty(state.shape, dtype=state.dtype, pin_memory=True)
+    host.copy_(state, non_blocking=True)
+    event = torch.cuda.Event()
+    event.record()
+    return host, event
+
+
+def _to_numpy(state) -> np.ndarray:
+    if isinstance(state, tuple):
+        host, event = state
+        event.synchronize()
+        return host.numpy()
+    return state.numpy()
+
+
+class _Sink:
+    """One ordered worker thread for per-lead host work, plus a pool of writer threads for Zarr writes.
+
+    At most ``2 * writers + 2`` items are in flight, which bounds host memory.
+    """
+
+    def __init__(self, store: EnsembleStore, writers: int):
+        self.store = store
+        self.ordered = ThreadPoolExecutor(1, thread_name_prefix="sink")
+        self.pool = ThreadPoolExecutor(max(1, writers), thread_name_prefix="writer") if writers > 0 else None
+        self.limit = 2 * max(1, writers) + 2
+        self.items: deque = deque()
+        self.writes: deque = deque()
+
+    def submit(self, func, *args) -> None:
+        self.items.append(self.ordered.submit(func, *args, self))
+        while len(self.items) > self.limit:
+            self.items.popleft().result()
+
+    def write(self, *args) -> None:  # called from the sink thread
+        if self.pool is None:
+            self.store.write(*args)
+            return
+        self.writes.append(self.pool.submit(self.store.write, *args))
+        while len(self.writes) > self.limit:
+            self.writes.popleft().result()
+
+    def wait_writes(self) -> None:  # called from the sink thread, or after the items are drained
+        while self.writes:
+            self.writes.popleft().result()
+
+    def drain(self) -> None:
+        while self.items:
+            self.items.popleft().result()
+        self.wait_writes()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        try:
+            if exc_type is None:
+                self.drain()  # a failed write (a full disk, say) surfaces here
+            else:
+                with contextlib.suppress(Exception):
+                    self.drain()
+        finally:
+            self.ordered.shutdown(wait=True)
+            if self.pool is not None:
+                self.pool.shutdown(wait=True)
+        return False

@@ -1,0 +1,133 @@
+"""The member plan: which checkpoint, perturbation and sign each member gets, and the batch layout.
+
+Members are numbered checkpoint-major: with a control, member 0 is the unperturbed run of checkpoint 0;
+then come ``members_per_checkpoint`` members of checkpoint 0, then of checkpoint 1, and so on. With
+``perturbation="paired"`` consecutive members form a +/- pair around the analysis (bred vectors, HENS);
+``"single"`` gives each member its own perturbation; ``"none"`` leaves initial states unperturbed
+(ensembles from checkpoints or VAE latent noise alone).
+
+The batch layout is fixed by the plan and the batch size, never by which members a rank was asked
+for. Members are cut into regular *windows* ``[k B, (k + 1) B)`` of ``B = batch_size`` members (the
+store's shards follow them, and ranks take whole windows); a window that holds members of two
+checkpoints is split into one *block* per checkpoint. A block is one batch through one network. A member
+is always computed inside its own block, so it is bit-identical whether it is run alone, with the whole
+ensemble, or on any rank. Perturbations are made in canonical groups of their own (see
+``perturbation_groups``), so a +/- pair whose members fall in two blocks gets the same perturbation in both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PERTURBATIONS = ("paired", "single", "none")
+
+
+@dataclass(frozen=True)
+class Member:
+    index: int
+    checkpoint: int
+    pair: int  # perturbation index shared by a +/- pair; -1 when unperturbed
+    sign: int  # +1 or -1 for perturbed members, 0 for unperturbed ones
+
+
+@dataclass(frozen=True)
+class MemberPlan:
+    n_checkpoints: int
+    members_per_checkpoint: int
+    control: bool = True
+    perturbation: str = "paired"
+
+    def __post_init__(self):
+        if self.n_checkpoints < 1:
+            raise ValueError(f"n_checkpoints must be at least 1, got {self.n_checkpoints}")
+        if self.members_per_checkpoint < 0 or (self.members_per_checkpoint == 0 and not self.control):
+            raise ValueError(f"members_per_checkpoint must be positive, got {self.members_per_checkpoint}")
+        if self.perturbation not in PERTURBATIONS:
+            raise ValueError(f"perturbation must be one of {PERTURBATIONS}, got {self.perturbation!r}")
+        if self.perturbation == "paired" and self.members_per_checkpoint % 2:
+            raise ValueError(f"members_per_checkpoint must be even for +/- pairs, got {self.members_per_checkpoint}")
+
+    @property
+    def offset(self) -> int:
+        return 1 if self.control else 0
+
+    @property
+    def size(self) -> int:
+        return self.offset + self.n_checkpoints * self.members_per_checkpoint
+
+    def member(self, index: int) -> Member:
+        if not 0 <= index < self.size:
+            raise ValueError(f"member {index} is outside the plan's {self.size} members")
+        if self.control and index == 0:
+            return Member(0, 0, -1, 0)
+        checkpoint, local = divmod(index - self.offset, self.members_per_checkpoint)
+        if self.perturbation == "paired":
+            return Member(index, checkpoint, checkpoint * (self.members_per_checkpoint // 2) + local // 2, 1 - 2 * (local % 2))
+        if self.perturbation == "single":
+            return Member(index, checkpoint, checkpoint * self.members_per_checkpoint + local, 1)
+        return Member(index, checkpoint, -1, 0)
+
+    def members(self, start: int = 0, stop: int | None = None) -> list[Member]:
+        stop = self.size if stop is None else stop
+        return [self.member(i) for i in range(start, stop)]
+
+    def windows(self, batch_size: int) -> list[tuple[int, int]]:
+        """The regular ``(start, stop)`` windows of ``batch_size`` members (the last may be short)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        return [(s, min(s + batch_size, self.size)) for s in range(0, self.size, batch_size)]
+
+    def blocks(self, batch_size: int) -> list[tuple[int, int]]:
+        """All ``(start, stop)`` blocks in order: the windows, split where the checkpoint changes."""
+        blocks = []
+        for start, stop in self.windows(batch_size):
+            first = start
+            for index in range(start + 1, stop):
+                if self.member(index).checkpoint != self.member(index - 1).checkpoint:
+                    blocks.append((first, index))
+                    first = index
+            blocks.append((first, stop))
+        return blocks
+
+    def blocks_for(self, start: int, stop: int, batch_size: int) -> list[tuple[int, int]]:
+        """The blocks that hold any of the members ``start:stop``."""
+        check_member_range(start, stop, self.size)
+        return [(a, b) for a, b in self.blocks(batch_size) if a < stop and b > start]
+
+    def perturbation_groups(self, perturbations: list[int], batch_size: int) -> list[list[int]]:
+        """Canonical groups of perturbation indices covering ``perturbations``: groups of
+        ``max(1, batch_size // 2)`` consecutive indices, always computed together in one batch."""
+        size = max(1, batch_size // 2) if self.perturbation == "paired" else batch_size
+        groups = sorted({p // size for p in perturbations if p >= 0})
+        total = self.n_perturbations()
+        return [list(range(g * size, min((g + 1) * size, total))) for g in groups]
+
+    def n_perturbations(self) -> int:
+        if self.perturbation == "paired":
+            return self.n_checkpoints * self.members_per_checkpoint // 2
+        if self.perturbation == "single":
+            return self.n_checkpoints * self.members_per_checkpoint
+        return 0
+
+
+def check_member_range(start: int, stop: int, size: int, what: str = "member") -> None:
+    if start < 0 or stop <= start or stop > size:
+        raise ValueError(f"{what} range {start}:{stop} is empty, negative or beyond the {size} {what}s")
+
+
+def parse_member_range(text: str, size: int, what: str = "member") -> tuple[int, int]:
+    """``"A:B"`` (either side may be omitted) as a checked ``(start, stop)``.
+
+    >>> parse_member_range("5:6", 17)
+    (5, 6)
+    >>> parse_member_range(":", 17)
+    (0, 17)
+    """
+    try:
+        left, right = text.split(":")
+        start = int(left) if left.strip() else 0
+        stop = int(right) if right.strip() else size
+    except ValueError:
+        raise ValueError(f"{what} range {text!r} is not of the form A:B") from None
+    check_member_range(start, stop, size, what)
+    return start, stop

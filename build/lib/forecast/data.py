@@ -1,0 +1,169 @@
+"""Data sources: where initial states, training samples and verifying truth come from.
+
+A source is an ``xarray.Dataset`` in the system's layout: dims ``time, lat, lon``, one variable per
+channel, latitudes north to south, longitudes east from 0. The planet writes this layout; real-data
+readers convert their layouts to it (``forecast.era5``: WeatherBench2, ARCO-ERA5, CDS netCDF).
+``Source`` wraps such a dataset and answers with float32 arrays, refusing what it cannot serve with a
+``DataError`` that names the problem.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from forecast.grid import Grid
+
+log = logging.getLogger(__name__)
+
+class DataError(ValueError):
+    """Input data that cannot be used: missing channels or times, wrong grid, non-finite values."""
+
+
+@dataclass
+class Source:
+    """A dataset in the system's layout. ``missing`` maps channels a reader could not provide to the reason
+    (what the file lacks); asking for one of them raises a ``DataError`` with that reason."""
+
+    dataset: object  # xarray.Dataset
+    name: str = "source"
+    missing: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        ds = self.dataset
+        for dim in ("time", "lat", "lon"):
+            if dim not in ds.dims:
+                raise DataError(f"{self.name}: no '{dim}' dimension (has {sorted(ds.dims)})")
+        try:
+            self.grid = Grid.from_coords(ds["lat"].values, ds["lon"].values)
+        except ValueError as error:
+            raise DataError(f"{self.name}: {error}") from None
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return tuple(v for v, da in self.dataset.data_vars.items() if da.dims == ("time", "lat", "lon"))
+
+    @property
+    def times(self) -> np.ndarray:
+        return self.dataset["time"].values
+
+    def check_channels(self, channels) -> None:
+        missing = [c for c in channels if c not in self.channels]
+        explained = [self.missing[c] for c in missing if c in self.missing]
+        if explained:
+            more = f" (and {len(explained) - 1} more missing channel(s): {missing})" if len(missing) > 1 else ""
+            raise DataError(explained[0] + more)
+        if missing:
+            from forecast.lexicon import describe, is_known_channel
+
+            hints = "; ".join(f"{c} needs {describe(c)}" for c in missing[:3] if is_known_channel(c))
+            raise DataError(f"{self.name}: missing channel(s) {missing}; it has {list(self.channels)}"
+                            + (f" ({hints})" if hints else ""))
+
+    def check_grid(self, grid: Grid) -> None:
+        if grid != self.grid:
+            raise DataError(
+                f"{self.name}: grid {self.grid.nlat}x{self.grid.nlon} ({self.grid.kind}) does not match the model grid "
+                f"{grid.nlat}x{grid.nlon} ({grid.kind}); set data.regrid: true to regrid it"
+            )
+
+    def time_index(self, times) -> np.ndarray:
+        times = np.atleast_1d(np.asarray(times, dtype="datetime64[ns]"))
+        available = self.times.astype("datetime64[ns]")
+        index = np.searchsorted(available, times)
+        ok = (index < len(available)) & (available[np.minimum(index, len(available) - 1)] == times)
+        if not ok.all():
+            bad = times[~ok][0]
+            raise DataError(
+                f"{self.name}: time {np.datetime_as_string(bad, 'm')} is not in the data "
+                f"({np.datetime_as_string(available[0], 'm')} to {np.datetime_as_string(available[-1], 'm')})"
+            )
+        return index
+
+    def fields(self, times, channels) -> np.ndarray:
+        """``(time, channel, lat, lon)`` float32 for the given times and channels."""
+        self.check_channels(channels)
+        index = self.time_index(times)
+        for name in channels:
+            da = self.dataset[name]
+            if not np.issubdtype(da.dtype, np.floating):
+                raise DataError(f"{self.name}: channel {name} has dtype {da.dtype}; a floating-point field is required")
+        # one compute for all channels: channels cut from one stored variable (levels) share its chunk reads
+        selected = self.dataset[list(dict.fromkeys(channels))].isel(time=index).load()
+        return np.stack([np.asarray(selected[name].values, dtype=np.float32) for name in channels], axis=1)
+
+    def initial_state(self, time, channels) -> np.ndarray:
+        """``(1, channel, lat, lon)`` at ``time``; refuses non-finite values."""
+        x = self.fields([time], channels)
+        if not np.isfinite(x).all():
+            bad = [c for k, c in enumerate(channels) if not np.isfinite(x[:, k]).all()]
+            raise DataError(f"{self.name}: initial state at {np.datetime_as_string(np.datetime64(time, 'm'))} has NaN or Inf in {bad}")
+        return x
+
+
+def _is_system_layout(ds) -> bool:
+    """Dims ``time, lat, lon`` on a recognised grid, no level dimension, no ERA5 variable names."""
+    from forecast.lexicon import LEVEL_DIMS, candidate_variables, is_known_channel
+
+    if not {"time", "lat", "lon"} <= set(ds.dims) or any(d in ds.dims for d in LEVEL_DIMS):
+        return False
+    try:
+        Grid.from_coords(ds["lat"].values, ds["lon"].values)
+    except ValueError:
+        return False
+    era5_names = {n for c in ("u10m", "v10m", "u100m", "v100m", "t2m", "d2m", "sp", "msl", "tcwv", "z500", "t500",
+                              "u500", "v500", "q500", "r500") for n, _ in candidate_variables(c)}
+    return not any(str(v) in era5_names and not is_known_channel(str(v)) for v in ds.data_vars)
+
+
+def open_source(path, name: str | None = None, grid: Grid | None = None, channels=None, regrid: bool = False) -> Source:
+    """Open a data source (Zarr store or netCDF file) as a ``Source``.
+
+    A dataset in the system's layout is served as it is. Anything else is read as ERA5 in WeatherBench2,
+    ARCO-ERA5 or CDS layout (``forecast.era5.open_era5``), restricted to ``channels`` if given and
+    served on ``grid`` if given. A source on another grid is regridded only with ``regrid=True``
+    (config ``data.regrid``); otherwise it is refused with a ``DataError`` naming both grids.
+    """
+    import xarray as xr
+
+    path = os.fspath(path)
+    remote = "://" in path
+    if not remote and not os.path.exists(path):
+        raise DataError(f"data source {path} does not exist")
+    if path.endswith((".nc", ".nc4", ".netcdf")):
+        ds = xr.open_dataset(path)
+    else:
+        try:
+            ds = xr.open_zarr(path, consolidated=None if remote else False)
+        except Exception as error:  # zarr raises several types for a non-store path
+            raise DataError(f"data source {path} is not a readable Zarr store ({error})") from None
+    if _is_system_layout(ds):
+        source = Source(ds, name=name or path)
+        if grid is not None and source.grid != grid:
+            if not regrid:
+                source.check_grid(grid)
+            from forecast.regrid import regrid_dataset
+
+            regridded = regrid_dataset(ds, grid)
+            log.info("%s: %s", name or path, regridded.attrs["regridding"])
+            source = Source(regridded, name=name or path)
+        return source
+    from forecast.era5 import open_era5
+
+    return open_era5(ds, grid=grid, channels=channels, name=name or path, regrid=regrid)
+
+
+def normalisation_stats(source: Source, channels, times) -> tuple[np.ndarray, np.ndarray]:
+    """Area-weighted mean and standard deviation per channel over ``times``."""
+    weights = source.grid.area_weights()
+    means, stds = [], []
+    for name in channels:
+        x = source.fields(times, [name])[:, 0].astype(np.float64)
+        mean = float((x * weights).sum() / len(x))
+        var = float((((x - mean) ** 2) * weights).sum() / len(x))
+        means.append(mean)
+        stds.append(np.sqrt(var) if var > 0 else 1.0)
+    return np.array(means), np.array(stds)

@@ -1,0 +1,272 @@
+"""Per-point kernels over the member axis, run block by block so working memory stays bounded.
+
+The engine (:func:`over_members`) takes an array whose last axis holds the members (any strides: a
+member-major store chunk arrives as a transposed view) and walks it in blocks of points. Each block is
+copied into a small contiguous ``(points, members)`` buffer owned by one thread (a cache-tiled
+transposing copy when the members are strided), optionally transformed and sorted in place
+(``numpy.sort``, which dispatches to a SIMD sort for float32/float64), and handed to a compiled row
+kernel that reads each row once and writes a few numbers per point. Working memory is one buffer per
+thread (about ``block_bytes``) plus the outputs, whatever the number of members; accumulation is in
+float64. Numba kernels release the GIL, so blocks run on several threads.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+
+BLOCK_BYTES = 1 << 20
+MIN_STRIDED_POINTS = 32
+# let LLVM reorder (vectorise) float64 sums; no 'nnan'/'ninf', so NaN tests stay
+REASSOCIATE = {"reassoc", "contract", "arcp", "nsz"}  # a strided (member-major) block reads at least this many points per member row
+
+
+def available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+# -- compiled row kernels ---------------------------------------------------------------------------
+@numba.njit(nogil=True, cache=True)
+def _gather(src, dst):
+    """Copy ``src`` (points, members; any strides) into contiguous ``dst`` in 32 x 32 tiles."""
+    n, m = src.shape
+    for j0 in range(0, m, 32):
+        j1 = min(j0 + 32, m)
+        for i0 in range(0, n, 32):
+            i1 = min(i0 + 32, n)
+            for j in range(j0, j1):
+                for i in range(i0, i1):
+                    dst[i, j] = src[i, j]
+
+
+@numba.njit(nogil=True, cache=True)
+def _valid_count(row):
+    """Members that are not NaN in a sorted row (NumPy sorts NaN last)."""
+    n = row.shape[0]
+    while n > 0 and np.isnan(row[n - 1]):
+        n -= 1
+    return n
+
+
+@numba.njit(nogil=True, cache=True, fastmath=REASSOCIATE)
+def crps_rows(xs, y, fair, standard):
+    """Fair and standard CRPS per row of sorted members ``xs`` against ``y``.
+
+    With ``d_(i) = x_(i) - y`` (i = 1..n over the n non-NaN members):
+    ``A = sum |d_i|`` and ``G = sum_i (2 i - n - 1) d_(i) = sum_{i<j} |x_i - x_j|`` (the centring on
+    ``y`` leaves G unchanged because the weights sum to zero). Standard: ``A/n - G/n^2``; fair:
+    ``A/n - G/(n (n - 1))``, the absolute error when ``n == 1``.
+    """
+    for p in range(xs.shape[0]):
+        row = xs[p]
+        n = _valid_count(row)
+        yy = np.float64(y[p])
+        if n == 0 or np.isnan(yy):
+            fair[p] = np.nan
+            standard[p] = np.nan
+            continue
+        a = 0.0
+        s1 = 0.0
+        s0 = 0.0
+        for i in range(n):
+            d = np.float64(row[i]) - yy
+            a += abs(d)
+            s1 += (i + 1) * d
+            s0 += d
+        g = 2.0 * s1 - (n + 1) * s0
+        standard[p] = a / n - g / (n * n)
+        fair[p] = a / n - g / (n * (n - 1.0)) if n > 1 else a
+
+
+@numba.njit(nogil=True, cache=True)
+def quantile_rows(xs, q, out):
+    """Quantiles ``q`` of each sorted row over its non-NaN members, linear interpolation between order
+    statistics at position ``q (n - 1)`` (Hyndman & Fan type 7, NumPy's default)."""
+    for p in range(xs.shape[0]):
+        row = xs[p]
+        n = _valid_count(row)
+        for k in range(q.shape[0]):
+            if n == 0:
+                out[p, k] = np.nan
+                continue
+            pos = q[k] * (n - 1)
+            lo = int(math.floor(pos))
+            hi = min(lo + 1, n - 1)
+            frac = pos - lo
+            out[p, k] = np.float64(row[lo]) + frac * (np.float64(row[hi]) - np.float64(row[lo]))
+
+
+@numba.njit(nogil=True, cache=True)
+def _mix(h):
+    """splitmix64 finaliser: a well-spread 64-bit hash of ``h``."""
+    h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(31))
+
+
+@numba.njit(nogil=True, cache=True)
+def rank_rows(x, y, ids, seed, rank):
+    """Rank of ``y`` among the members of each (unsorted) row: the number of members below it, with
+    ties broken uniformly at random from a hash of ``seed`` and the row's id; -1 where ``y`` or any
+    member is NaN."""
+    m = x.shape[1]
+    for p in range(x.shape[0]):
+        yy = y[p]
+        below = 0
+        ties = 0
+        bad = np.isnan(yy)
+        for i in range(m):
+            v = x[p, i]
+            if v < yy:
+                below += 1
+            elif v == yy:
+                ties += 1
+            elif np.isnan(v):
+                bad = True
+        if bad:
+            rank[p] = -1
+            continue
+        if ties:
+            u = _mix(np.uint64(seed) + np.uint64(ids[p]) * np.uint64(0x9E3779B97F4A7C15))
+            below += int(u % np.uint64(ties + 1))
+        rank[p] = below
+
+
+@numba.njit(nogil=True, cache=True)
+def efi_rows(x, climate, probability, out):
+    """Extreme forecast index per row: the mean over non-NaN members of ``(2/pi) asin(2 P(x_i) - 1)``,
+    where ``P`` is the model-climate CDF, piecewise linear through ``(climate[p, k], probability[k])``
+    and clamped to the first/last probability outside the climate's range."""
+    nq = probability.shape[0]
+    for p in range(x.shape[0]):
+        total = 0.0
+        n = 0
+        clim = climate[p]
+        if np.isnan(clim[0]) or np.isnan(clim[nq - 1]):
+            out[p] = np.nan
+            continue
+        for i in range(x.shape[1]):
+            v = x[p, i]
+            if np.isnan(v):
+                continue
+            if v <= clim[0]:
+                cdf = probability[0]
+            elif v >= clim[nq - 1]:
+                cdf = probability[nq - 1]
+            else:
+                lo, hi = 0, nq - 1  # clim[lo] < v < clim[hi]
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    if clim[mid] < v:
+                        lo = mid
+                    else:
+                        hi = mid
+                width = clim[hi] - clim[lo]
+                cdf = probability[hi] if width <= 0 else probability[lo] + (v - clim[lo]) / width * (probability[hi] - probability[lo])
+            total += math.asin(min(1.0, max(-1.0, 2.0 * cdf - 1.0)))
+            n += 1
+        out[p] = total * 2.0 / math.pi / n if n else np.nan
+
+
+# -- the block engine -------------------------------------------------------------------------------
+def _points_view(x: np.ndarray):
+    """A view ``(outer..., points, members)`` of ``x`` (members last) that merges as many trailing
+    leading axes as memory allows into one ``points`` axis (no copy)."""
+    lead = x.shape[:-1]
+    ones = tuple(i for i, n in enumerate(lead) if n == 1)
+    squeezed = np.squeeze(x, axis=ones) if ones else x
+    lead = squeezed.shape[:-1]
+    if not lead:
+        return squeezed[None, :]
+    start = len(lead) - 1
+    while start > 0 and squeezed.strides[start - 1] == squeezed.strides[start] * lead[start]:
+        start -= 1
+    points = int(np.prod(lead[start:]))
+    shape = lead[:start] + (points, squeezed.shape[-1])
+    strides = squeezed.strides[:start] + (squeezed.strides[len(lead) - 1], squeezed.strides[-1])
+    return np.lib.stride_tricks.as_strided(squeezed, shape=shape, strides=strides, writeable=False)
+
+
+def over_members(x, row_kernel, point_args=(), outputs=((), ), sort=False, transform=None, kernel_args=(),
+                 threads: int | None = None, block_bytes: int = BLOCK_BYTES, dtype=None):
+    """Apply ``row_kernel(block, *point_arg_blocks, *kernel_args, *output_blocks)`` over blocks of points.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``(..., member)``, any strides; float32 stays float32, anything else becomes float64.
+    point_args : sequence of numpy.ndarray or (numpy.ndarray, int)
+        Per-point inputs broadcastable to ``x.shape[:-1]``; a pair gives the number of trailing axes
+        the array has beyond the points (per-point vectors such as climate quantiles).
+    outputs : sequence of tuple
+        Trailing shape of each float64 output (``()`` for one number per point).
+    sort : bool
+        Sort each row (NaN last) before the kernel sees it.
+    transform : callable, optional
+        ``transform(block, *point_arg_blocks)`` edits the block in place before sorting.
+    threads : int, optional
+        Worker threads (default: the available cores).
+    dtype : numpy dtype, optional
+        Buffer type (default float32 for float32 input, else float64); the copy into the buffer casts.
+    """
+    m = x.shape[-1]
+    shapes = [x.shape[:-1]]
+    for a in point_args:
+        a, trailing = a if isinstance(a, tuple) else (a, 0)
+        shape = np.shape(a)
+        shapes.append(shape[:len(shape) - trailing])
+    lead = tuple(np.broadcast_shapes(*shapes))
+    if lead != x.shape[:-1]:
+        x = np.broadcast_to(x, lead + (m,))
+    dtype = np.dtype(dtype or (np.float32 if x.dtype == np.float32 else np.float64))
+    if x.size == 0:
+        return tuple(np.full(lead + tuple(shape), np.nan) for shape in outputs)
+    view = _points_view(x)
+    outer, n_points = view.shape[:-2], view.shape[-2]
+    args = []
+    for a in point_args:
+        a, trailing = a if isinstance(a, tuple) else (a, 0)
+        a = np.asarray(a)
+        tail = a.shape[a.ndim - trailing:] if trailing else ()
+        a = np.broadcast_to(a, lead + tail)
+        args.append(np.ascontiguousarray(a).reshape(outer + (n_points,) + tail))
+    results = [np.empty(outer + (n_points,) + tuple(shape), dtype=np.float64) for shape in outputs]
+
+    strided = view.strides[-1] != view.itemsize
+    per_block = max(1, block_bytes // max(1, m * view.itemsize))
+    if strided:
+        per_block = max(per_block, MIN_STRIDED_POINTS)
+    jobs = [(index, start, min(start + per_block, n_points))
+            for index in np.ndindex(*outer) for start in range(0, n_points, per_block)]
+    threads = max(1, min(threads or available_cores(), len(jobs)))
+
+    def run(my_jobs):
+        buffer = np.empty((min(per_block, n_points), m), dtype=dtype)
+        for index, start, stop in my_jobs:
+            src = view[index][start:stop]
+            block = buffer[:stop - start]
+            if strided:
+                _gather(src, block)
+            else:
+                np.copyto(block, src)
+            blocks = [a[index][start:stop] for a in args]
+            if transform is not None:
+                transform(block, *blocks)
+            if sort:
+                block.sort(axis=-1)
+            row_kernel(block, *blocks, *kernel_args, *(r[index][start:stop] for r in results))
+
+    if threads == 1:
+        run(jobs)
+    else:
+        share = -(-len(jobs) // threads)
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(run, [jobs[k:k + share] for k in range(0, len(jobs), share)]))
+    return tuple(r.reshape(lead + tuple(shape)) for r, shape in zip(results, outputs))

@@ -1,0 +1,77 @@
+"""The model card: everything needed to rebuild and use a checkpoint, stored as JSON beside its weights."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+from forecast.grid import Grid
+
+FORMAT_VERSION = 1
+FAMILIES = ("sfno", "vae")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Channels, grid, time step, normalisation statistics and hyper-parameters of one checkpoint.
+
+    ``mean``/``std`` normalise each channel; ``architecture`` holds the network's hyper-parameters
+    (``SFNOConfig`` fields for SFNO); ``weights_sha256`` is checked when the weights are loaded.
+    """
+
+    family: str
+    channels: tuple
+    grid: dict
+    dt_hours: int
+    mean: tuple
+    std: tuple
+    architecture: dict
+    name: str = ""
+    seed: int = 0
+    training: dict = field(default_factory=dict)
+    weights_sha256: str = ""
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self):
+        object.__setattr__(self, "channels", tuple(self.channels))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown model family {self.family!r}; expected one of {FAMILIES}")
+        n = len(self.channels)
+        if n == 0 or len(set(self.channels)) != n:
+            raise ValueError(f"card channels must be non-empty and distinct, got {self.channels}")
+        if len(self.mean) != n or len(self.std) != n:
+            raise ValueError(f"card has {n} channels but {len(self.mean)} means and {len(self.std)} stds")
+        if any(not s > 0 for s in self.std):
+            raise ValueError(f"card normalisation std must be positive, got {self.std}")
+        if self.dt_hours <= 0:
+            raise ValueError(f"card dt_hours must be positive, got {self.dt_hours}")
+        Grid.from_dict(self.grid)
+
+    @property
+    def model_grid(self) -> Grid:
+        return Grid.from_dict(self.grid)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "card") -> "ModelCard":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{source} is not valid JSON: {error}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{source} must hold a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{source} has unknown keys {unknown}")
+        try:
+            card = cls(**data)
+        except TypeError as error:
+            raise ValueError(f"{source} is incomplete: {error}") from None
+        if card.format_version != FORMAT_VERSION:
+            raise ValueError(f"{source} has format_version {card.format_version}; this code reads {FORMAT_VERSION}")
+        return card

@@ -1,0 +1,226 @@
+"""The ``forecast`` command line. Heavy modules are imported inside the commands, so ``--help`` is fast."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+log = logging.getLogger("forecast")
+
+EXAMPLES = """examples:
+  forecast demo                                  # planet -> train -> run -> score on the bundled demo config
+  forecast run my.yaml --members 0:64 ensemble.batch_size=16
+  forecast score out/ensemble.zarr --truth out/planet/nature.zarr --out out/scores
+  forecast import-checkpoint hens/sfno_linear_74chq_sc2_layers8_edim620_wstgl2-epoch70_seed102 checkpoints/hens-102
+  forecast score big.zarr --truth era5.zarr --slurm 4 --slurm-queue cpu   # Dask workers in 4 Slurm jobs
+  forecast check out/ensemble.zarr                 # every finished member against its manifest checksum
+  forecast nightly nightly.yaml                    # the cron cycle: newest start time, run, score, retention
+
+exit codes: 0 ok, 2 bad input or config, 3 store problem, 4 disk full, 5 other system error,
+  6 another nightly is running, 7 stopped by a signal (finished work is kept; rerun to resume)
+"""
+
+
+def _config(args):
+    from workflows.config import bundled_config, load_config, with_workdir
+
+    path = args.config
+    if path is None and getattr(args, "command", "") == "demo":
+        path = bundled_config("demo")
+    config = load_config(path, args.overrides)
+    if getattr(args, "workdir", None):
+        config = with_workdir(config, args.workdir)
+    return config
+
+
+def cmd_planet(args):
+    from workflows.recipes import make_planet
+
+    nature, analysis = make_planet(_config(args))
+    print(f"nature run: {nature}\nanalyses: {analysis}")
+
+
+def cmd_train(args):
+    from workflows.recipes import train_checkpoints
+
+    for path in train_checkpoints(_config(args)):
+        print(path)
+
+
+def cmd_skill(args):
+    from workflows.recipes import compute_skill
+
+    for name, rmse in compute_skill(_config(args)).items():
+        print(name, " ".join(f"{c}={v:.4g}" for c, v in rmse.items()))
+
+
+def cmd_run(args):
+    from workflows.recipes import run_ensemble
+
+    print(run_ensemble(_config(args), args.members, args.init_times, args.experiment))
+
+
+def cmd_score(args):
+    from pathlib import Path
+
+    from workflows.recipes import score_store
+
+    from forecast.verify import Region
+    from workflows.cluster import SlurmOptions
+
+    out = args.out or str(Path(args.store).with_suffix("")) + "-scores"
+    slurm = None
+    if args.slurm:
+        slurm = SlurmOptions(jobs=args.slurm, cores=args.slurm_cores, processes=args.slurm_processes or args.slurm_cores,
+                             memory=args.slurm_memory, walltime=args.slurm_walltime, queue=args.slurm_queue or "",
+                             account=args.slurm_account or "")
+    regions = [Region.parse(text) for text in args.region or []]
+    report = score_store(args.store, args.truth, out, workers=args.workers, scheduler=args.scheduler or "", slurm=slurm,
+                         regions=regions, chunk_mb=args.chunk_mb, worker_memory=args.worker_memory or "")
+    print(f"report: {report}")
+
+
+def cmd_import_checkpoint(args):
+    from models.makani import import_package
+
+    card = import_package(args.package, args.out, name=args.name, dt_hours=args.dt_hours)
+    grid = card.model_grid
+    extra = card.architecture.get("extra_inputs", {})
+    print(f"{args.out}: {card.name}: {len(card.channels)} channels, {grid.nlat}x{grid.nlon} {grid.kind}, "
+          f"dt {card.dt_hours} h, extra inputs {sorted(extra) or 'none'}")
+
+
+def cmd_check(args):
+    from forecast.store import StoreError
+    from workflows.check import check_store
+
+    result = check_store(args.store, repair=args.repair)
+    for problem in result.problems:
+        print(problem)
+    if not result.ok:
+        raise StoreError(result.summary())
+    print(result.summary())
+
+
+def cmd_nightly(args):
+    from workflows.nightly import run_nightly
+
+    overrides = [*args.overrides, *([f"paths.workdir={args.workdir}"] if args.workdir else [])]
+    run = run_nightly(_config(args), args.config, overrides)
+    print(f"nightly: {run.message} (status: {run.root / 'status.json'})")
+
+
+def cmd_demo(args):
+    from workflows.recipes import demo
+
+    report = demo(_config(args))
+    print(f"report: {report}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="forecast", description="Huge machine-learning weather ensembles: "
+                                     "train, perturb, run, store and verify.", epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(name, help_text, func, optional=False):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("config", nargs="?" if optional else None, help="YAML config file"
+                       + (" (default: the bundled demo config)" if optional else ""))
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys, e.g. ensemble.batch_size=4")
+        p.add_argument("--workdir", help="replace paths.workdir")
+        p.set_defaults(func=func)
+        return p
+
+    with_config("planet", "write the planet's nature run and analyses", cmd_planet)
+    with_config("train", "train the configured checkpoints on the nature run", cmd_train)
+    with_config("skill", "deterministic RMSE of each checkpoint at skill.lead_hours (sets bred-vector amplitudes)", cmd_skill)
+    run = with_config("run", "generate the ensemble into its Zarr store (resumes what is missing)", cmd_run)
+    run.add_argument("--members", help="member range A:B to generate (default: all); under srun/torchrun each "
+                     "rank takes its share of it")
+    run.add_argument("--experiment", help="run the named experiment (a variant of the ensemble section) instead")
+    run.add_argument("--init-times", help="index range A:B of the configured start dates to run (array jobs); "
+                     "the store always holds all of them")
+    with_config("demo", "planet -> train -> skill -> run -> score on the embedded world", cmd_demo, optional=True)
+    with_config("nightly", "for cron: run the newest cycle (locally or on Slurm), score what can be verified, "
+                "apply retention, write status.json; exits at once with code 6 if another one is running", cmd_nightly)
+    check = sub.add_parser("check", help="verify a store against its manifest and checksums; names missing or "
+                           "corrupt pieces", description="Read every finished member of an ensemble store and compare "
+                           "it with the checksums in its manifest; list what is unfinished, missing or corrupt.")
+    check.add_argument("store", help="ensemble Zarr store")
+    check.add_argument("--repair", action="store_true", help="mark members with missing or corrupt values unfinished, "
+                       "so that the next `forecast run` recomputes them")
+    check.set_defaults(func=cmd_check)
+    score = sub.add_parser("score", help="score an ensemble store against the truth and write a report")
+    score.add_argument("store", help="ensemble Zarr store")
+    score.add_argument("--truth", required=True, help="truth dataset (Zarr or netCDF with a time dimension)")
+    score.add_argument("--out", help="output folder (default: STORE-scores)")
+    score.add_argument("--workers", type=int, default=0, help="local Dask workers (default: one per core)")
+    score.add_argument("--scheduler", help="address of a running Dask scheduler instead of a local cluster")
+    score.add_argument("--worker-memory", help="memory limit per local worker (default 1.5GiB)")
+    score.add_argument("--chunk-mb", type=float, default=64, help="Dask chunk size: all members x a tile (default 64)")
+    score.add_argument("--region", action="append", metavar="NAME:S:N:W:E",
+                       help="extra region box in degrees (repeatable), e.g. europe:35:70:-10:30")
+    slurm = score.add_argument_group("Slurm (dask-jobqueue SLURMCluster instead of a local cluster)")
+    slurm.add_argument("--slurm", type=int, metavar="JOBS", help="submit JOBS Slurm jobs of Dask workers")
+    slurm.add_argument("--slurm-cores", type=int, default=8, help="cores per job (default 8)")
+    slurm.add_argument("--slurm-processes", type=int, help="worker processes per job (default: one per core)")
+    slurm.add_argument("--slurm-memory", default="32GB", help="memory per job (default 32GB)")
+    slurm.add_argument("--slurm-walltime", default="01:00:00", help="wall time per job (default 01:00:00)")
+    slurm.add_argument("--slurm-queue", help="partition")
+    slurm.add_argument("--slurm-account", help="account to charge")
+    score.set_defaults(func=cmd_score)
+    text = "import a makani model package (HENS, sfno_73ch_small) into a checkpoint of this system"
+    imp = sub.add_parser("import-checkpoint", help=text, description=text + ". Weights are read with a restricted "
+                         "unpickler (tensors and plain containers only); anything that cannot be mapped is refused.")
+    imp.add_argument("package", help="package folder (config.json, global_means.npy, global_stds.npy, "
+                     "training_checkpoints/best_ckpt_mp0.tar, optional orography.nc, land_mask.nc)")
+    imp.add_argument("out", help="output checkpoint folder (card.json + weights.safetensors)")
+    imp.add_argument("--name", help="checkpoint name (default: the package folder's name)")
+    imp.add_argument("--dt-hours", type=int, help="time step in hours (default: config.json dt x dhours)")
+    imp.set_defaults(func=cmd_import_checkpoint)
+    return parser
+
+
+def _fix_optional_config(args):
+    """``forecast demo key=value``: a first positional with '=' is an override, not a config file."""
+    if getattr(args, "config", None) and "=" in args.config and not args.config.endswith((".yaml", ".yml")):
+        args.overrides = [args.config, *args.overrides]
+        args.config = None
+    return args
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    unknown = [item for item in extra if item.startswith("-") or "=" not in item or not hasattr(args, "overrides")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    args = _fix_optional_config(args)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("distributed", "bokeh", "tornado"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    os.umask(os.umask(0o027) | 0o027)  # what the commands create is not readable by others
+    from workflows.errors import KNOWN_ERRORS, describe, exit_code
+    from workflows.interrupt import EXIT_CODE, Interrupted, exit_cleanly_on_signals, requeue_if_asked
+
+    try:
+        with exit_cleanly_on_signals():
+            args.func(args)
+    except KNOWN_ERRORS as error:
+        print(f"forecast: error: {describe(error)}", file=sys.stderr)
+        return exit_code(error)
+    except Interrupted as interrupted:
+        print(f"forecast: {interrupted}: finished work is saved; {requeue_if_asked(interrupted)}", file=sys.stderr)
+        return EXIT_CODE
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,305 @@
+"""YAML configuration -> frozen, typed dataclasses. Only ``workflows`` reads configuration files.
+
+Unknown keys are errors that name the key and the closest valid one; values are checked against the
+field's type. ``key=value`` overrides on the command line use dotted paths (``ensemble.batch_size=4``)
+and YAML syntax for the value. Relative paths are taken relative to the current directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    """Start times from ``start`` to ``stop`` (inclusive) every ``every_hours``."""
+
+    start: str = "2000-01-01T00"
+    stop: str = "2000-01-01T00"
+    every_hours: int = 24
+
+    def times(self) -> np.ndarray:
+        start, stop = np.datetime64(self.start, "ns"), np.datetime64(self.stop, "ns")
+        if stop < start:
+            raise ConfigError(f"time range stops ({self.stop}) before it starts ({self.start})")
+        if self.every_hours <= 0:
+            raise ConfigError(f"every_hours must be positive, got {self.every_hours}")
+        step = np.timedelta64(self.every_hours, "h")
+        return np.arange(start, stop + np.timedelta64(1, "s"), step).astype("datetime64[ns]")
+
+
+@dataclass(frozen=True)
+class Paths:
+    workdir: str = "forecast-output"
+    nature: str = "{workdir}/planet/nature.zarr"
+    analysis: str = "{workdir}/planet/analysis.zarr"
+    checkpoints: str = "{workdir}/checkpoints"
+    store: str = "{workdir}/ensemble.zarr"
+    scores: str = "{workdir}/scores"
+    experiments: str = "{workdir}/experiments"
+
+    def resolve(self, name: str) -> Path:
+        return Path(getattr(self, name).format(workdir=self.workdir))
+
+
+@dataclass(frozen=True)
+class PlanetSection:
+    start: str = "2000-01-01T00"
+    days: float = 330.0
+    spinup_days: float = 60.0
+    seed: int = 0
+    analysis_seed: int = 1
+    settings: dict = field(default_factory=dict)  # forecast.planet.PlanetConfig fields
+
+
+@dataclass(frozen=True)
+class VAELossSection:
+    """FuXi-ENS training loss (see ``models.train.VAELoss``)."""
+
+    samples: int = 2
+    beta: float = 1e-3
+    sample_from: str = "posterior"
+    mse_warmup_steps: int = 0
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    """One set of checkpoints: ``checkpoints`` models of one family trained with seeds seed, seed+1, ..."""
+
+    model: str = "sfno"
+    checkpoints: int = 2
+    seed: int = 0
+    period: TimeRange = field(default_factory=lambda: TimeRange("2000-01-01T00", "2000-09-30T18", 6))
+    architecture: dict = field(default_factory=dict)  # models.sfno.SFNOConfig fields
+    steps: int = 1000
+    batch_size: int = 8
+    learning_rate: float = 5e-3
+    rollout_steps: int = 1
+    processes: int = 0  # 0: one per checkpoint, at most one per core
+    vae_loss: VAELossSection = field(default_factory=VAELossSection)
+
+
+@dataclass(frozen=True)
+class SkillSection:
+    lead_hours: int = 48
+    init_times: TimeRange = field(default_factory=lambda: TimeRange("2000-03-01T00", "2000-09-20T00", 36))
+
+
+@dataclass(frozen=True)
+class PerturbationSection:
+    method: str = "bred_vector"
+    channels: tuple = ("z500",)
+    amplitude_factor: float = 0.35  # times the checkpoint's RMSE at skill.lead_hours
+    amplitude: dict = field(default_factory=dict)  # explicit amplitudes (physical units) instead
+    length_scale_km: float = 500.0
+    cycles: int = 3
+    boundary_latitude: float = 20.0
+    last_cycle_ends: str = "t"
+
+
+@dataclass(frozen=True)
+class StatisticsSection:
+    """Streaming statistics; ``only`` names channels kept as statistics alone (no member fields)."""
+
+    channels: tuple = ()
+    only: tuple = ()
+    thresholds: dict = field(default_factory=dict)  # channel -> thresholds in physical units
+    quantiles: tuple = ()
+    tail_members: int = 0
+
+
+@dataclass(frozen=True)
+class CompressionSection:
+    keepbits: dict = field(default_factory=dict)  # channel -> float32 mantissa bits kept (BitRound, lossy)
+    zstd_level: int = 3
+
+
+@dataclass(frozen=True)
+class EnsembleSection:
+    models: tuple = ()  # names of model sets (train.model, keys of extra_models); default: the train set
+    init_times: TimeRange = field(default_factory=lambda: TimeRange("2000-10-05T00", "2000-11-10T00", 72))
+    lead_hours: int = 120
+    members_per_checkpoint: int = 8
+    control: bool = True
+    batch_size: int | str = 8  # or "auto": as many as fit on the GPU (8 on a CPU)
+    seed: int = 0
+    device: str = "auto"  # "auto": the GPU LOCAL_RANK mod the GPUs visible, else the CPU; or "cuda", "cpu"
+    autocast_bf16: bool = False
+    writer_threads: int = 2
+    perturbation: PerturbationSection = field(default_factory=PerturbationSection)
+    statistics: StatisticsSection = field(default_factory=StatisticsSection)
+    compression: CompressionSection = field(default_factory=CompressionSection)
+
+
+@dataclass(frozen=True)
+class DataSection:
+    regrid: bool = False  # regrid sources on another grid to the model grid (else they are refused)
+
+
+@dataclass(frozen=True)
+class ScoreSection:
+    workers: int = 0  # 0: one per core
+    scheduler: str = ""  # address of a running dask scheduler; empty: start a local cluster
+
+
+@dataclass(frozen=True)
+class SlurmSection:
+    """sbatch options for the jobs ``forecast nightly`` submits in ``slurm`` mode. Each is one option
+    (``--partition=gpu``), passed to ``sbatch`` as an argument, never through a shell."""
+
+    ensemble: tuple = ()  # e.g. ["--nodes=2", "--ntasks-per-node=4", "--time=03:00:00"]
+    score: tuple = ()  # e.g. ["--cpus-per-task=32"]
+    scripts: str = ""  # folder with ensemble.sbatch and score.sbatch; empty: the repository's slurm/
+
+
+@dataclass(frozen=True)
+class NightlySection:
+    """The cron cycle (``forecast nightly``): one store and one score folder per cycle under ``root``."""
+
+    root: str = "{workdir}/nightly"
+    cycle_hours: tuple = (0,)  # hours (UTC) at which cycles start
+    catch_up: int = 0  # earlier cycles also completed when missing or partial
+    mode: str = "local"  # "local": run and score here; "slurm": submit the jobs
+    truth: str = ""  # verifying data; empty: paths.nature
+    keep_cycles: int = 7  # newest cycles whose stores are kept; older stores are deleted, scores kept
+    keep_logs: int = 60  # newest log files kept
+    slurm: SlurmSection = field(default_factory=SlurmSection)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole run. ``extra_models`` are model sets trained beside ``train`` (e.g. a VAE next to the
+    SFNO checkpoints); ``experiments`` are further ensembles, each the ``ensemble`` section with some keys
+    changed, run into ``paths.experiments/<name>.zarr`` and compared in the report."""
+
+    paths: Paths = field(default_factory=Paths)
+    data: DataSection = field(default_factory=DataSection)
+    planet: PlanetSection = field(default_factory=PlanetSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    extra_models: dict[str, TrainSection] = field(default_factory=dict)
+    skill: SkillSection = field(default_factory=SkillSection)
+    ensemble: EnsembleSection = field(default_factory=EnsembleSection)
+    experiments: dict[str, EnsembleSection] = field(default_factory=dict)
+    score: ScoreSection = field(default_factory=ScoreSection)
+    nightly: NightlySection = field(default_factory=NightlySection)
+
+
+# -- building -------------------------------------------------------------------------------------
+def _closest(key: str, valid) -> str:
+    match = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.0)
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+def _convert(value, annotation, where: str):
+    origin = typing.get_origin(annotation)
+    if isinstance(annotation, type) and is_dataclass(annotation):
+        return build(annotation, value, where)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return str(value)
+    if annotation is tuple or origin is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return tuple(value)
+    if annotation is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        args = typing.get_args(annotation)
+        if len(args) == 2 and isinstance(args[1], type) and is_dataclass(args[1]):
+            return {str(k): build(args[1], v, f"{where}.{k}") for k, v in value.items()}
+        return dict(value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    return value
+
+
+def build(cls, data, where: str = "config"):
+    """An instance of dataclass ``cls`` from a mapping, with clear errors for unknown keys and bad types."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"unknown config key '{where}.{key}'{_closest(str(key), names)}".replace("'config.", "'"))
+    values = {k: _convert(v, hints[k], f"{where}.{k}".replace("config.", "", 1)) for k, v in data.items()}
+    return cls(**values)
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Read a YAML file (``None``: the defaults) and apply ``key=value`` overrides."""
+    import yaml
+
+    data = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, text = item.split("=", 1)
+        target = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"override {key!r}: '{part}' is not a section")
+        target[parts[-1]] = yaml.safe_load(text)
+    experiments = data.get("experiments") or {}
+    if not isinstance(experiments, dict):
+        raise ConfigError("experiments must be a mapping of names to ensemble settings")
+    data["experiments"] = {name: _merged(data.get("ensemble") or {}, changes or {}) for name, changes in experiments.items()}
+    return build(Config, data)
+
+
+def _merged(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` applied recursively (mappings merge, other values replace)."""
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def with_workdir(config: Config, workdir: str) -> Config:
+    return replace(config, paths=replace(config.paths, workdir=workdir))
+
+
+def bundled_config(name: str) -> Path:
+    """Path of a config shipped with the package (``demo``, ``tiny``)."""
+    path = Path(__file__).parent / "configs" / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"no bundled config named {name!r}")
+    return path

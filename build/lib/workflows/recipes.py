@@ -1,0 +1,280 @@
+"""Recipes behind the command line: each loads what it needs, builds objects and runs one stage.
+
+Every stage can be rerun: it skips what is complete (the planet's stores, valid checkpoints, the
+ensemble store's finished blocks) and redoes what is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from workflows.config import Config, ConfigError
+from workflows.training import available_cores, checkpoint_dirs, model_sets, train_checkpoints  # noqa: F401
+
+log = logging.getLogger(__name__)
+
+
+# -- planet ---------------------------------------------------------------------------------------
+def planet_config(config: Config):
+    from forecast.planet import PlanetConfig
+
+    known = set(PlanetConfig.__dataclass_fields__)
+    unknown = sorted(set(config.planet.settings) - known)
+    if unknown:
+        import difflib
+
+        hint = difflib.get_close_matches(unknown[0], known, n=1, cutoff=0.0)
+        raise ConfigError(f"unknown config key 'planet.settings.{unknown[0]}'" + (f"; did you mean '{hint[0]}'?" if hint else ""))
+    settings = {k: tuple(tuple(x) for x in v) if k == "mountains" else v for k, v in config.planet.settings.items()}
+    return PlanetConfig(**settings)
+
+
+def make_planet(config: Config) -> tuple[Path, Path]:
+    """Write the nature run and the analyses (skipped when both already exist)."""
+    from forecast.planet import analyses, nature_run
+
+    nature_path, analysis_path = config.paths.resolve("nature"), config.paths.resolve("analysis")
+    if (nature_path / "zarr.json").is_file() and (analysis_path / "zarr.json").is_file():
+        log.info("planet: %s and %s exist, skipping", nature_path, analysis_path)
+        return nature_path, analysis_path
+    p = config.planet
+    settings = planet_config(config)
+    n_times = int(round(p.days * 24 / settings.output_hours))
+    began = time.perf_counter()
+    log.info("planet: spinning up %g days, then %d states every %d h", p.spinup_days, n_times, settings.output_hours)
+    truth = nature_run(settings, np.datetime64(p.start), n_times, spinup_days=p.spinup_days, seed=p.seed)
+    truth.attrs.update({"title": "planet nature run (truth)", "planet": repr(settings), "seed": p.seed})
+    _write_dataset(truth, nature_path)
+    _write_dataset(analyses(truth, settings, seed=p.analysis_seed), analysis_path)
+    log.info("planet: wrote %s and %s in %.0f s", nature_path, analysis_path, time.perf_counter() - began)
+    return nature_path, analysis_path
+
+
+def _write_dataset(ds, path: Path) -> None:
+    """Write a whole dataset to Zarr atomically (a temporary path renamed into place)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    tmp = path.with_name(path.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    ds.to_zarr(str(tmp), mode="w", consolidated=False, zarr_format=3)
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+
+
+# -- skill ----------------------------------------------------------------------------------------
+def compute_skill(config: Config) -> dict:
+    """RMSE of each checkpoint at ``skill.lead_hours`` from analyses against the truth; writes skill.json."""
+    from ensembles.skill import deterministic_rmse, save_skill
+    from forecast.data import open_source
+    from models.checkpoint import load_checkpoint, read_card
+
+    card = read_card(checkpoint_dirs(config)[0])
+    grid, channels = card.model_grid, card.channels  # ERA5 is read on the model grid (regridded if needed)
+    regrid = config.data.regrid
+    analyses = open_source(config.paths.resolve("analysis"), name="analyses", grid=grid, channels=channels, regrid=regrid)
+    truth = open_source(config.paths.resolve("nature"), name="nature run", grid=grid, channels=channels, regrid=regrid)
+    init_times = config.skill.init_times.times()
+    results = {}
+    for d in checkpoint_dirs(config, list(model_sets(config))):
+        model = load_checkpoint(d)
+        rmse = deterministic_rmse(model, analyses, truth, init_times, config.skill.lead_hours)
+        save_skill(d, rmse, config.skill.lead_hours, len(init_times), str(config.paths.resolve("analysis")))
+        log.info("skill: %s RMSE at %d h: %s", d.name, config.skill.lead_hours, {k: round(v, 3) for k, v in rmse.items()})
+        results[d.name] = rmse
+    return results
+
+
+# -- ensemble -------------------------------------------------------------------------------------
+def perturbation_settings(config: Config, checkpoints: list[Path], section=None):
+    from ensembles.engine import PerturbationSettings
+    from ensembles.skill import load_skill
+
+    p = (section or config.ensemble).perturbation
+    amplitude = dict(p.amplitude)
+    if p.method != "none" and not amplitude:
+        skills = [load_skill(d, config.skill.lead_hours) for d in checkpoints]
+        channels = skills[0].keys()
+        amplitude = {c: p.amplitude_factor * float(np.mean([s[c] for s in skills])) for c in channels}
+    return PerturbationSettings(method=p.method, channels=p.channels, amplitude=amplitude,
+                                length_scale_km=p.length_scale_km, cycles=p.cycles,
+                                boundary_latitude=p.boundary_latitude, last_cycle_ends=p.last_cycle_ends)
+
+
+def ensemble_section(config: Config, experiment: str | None = None):
+    """The ``ensemble`` section, or the named experiment's version of it."""
+    if experiment is None:
+        return config.ensemble
+    if experiment not in config.experiments:
+        raise ConfigError(f"unknown experiment {experiment!r}; the config defines {sorted(config.experiments)}")
+    return config.experiments[experiment]
+
+
+def store_path(config: Config, experiment: str | None = None) -> Path:
+    if experiment is None:
+        return config.paths.resolve("store")
+    return config.paths.resolve("experiments") / f"{experiment}.zarr"
+
+
+def build_engine(config: Config, local_rank: int = 0, experiment: str | None = None):
+    from ensembles.engine import EnsembleEngine, auto_batch_size
+    from ensembles.plan import MemberPlan
+    from ensembles.ranks import device_for
+    from ensembles.stats import StatisticsSpec
+    from forecast.data import open_source
+    from forecast.store import EnsembleStore, StoreError
+    from models.checkpoint import read_card
+
+    e = ensemble_section(config, experiment)
+    checkpoints = checkpoint_dirs(config, e.models or None)
+    card = read_card(checkpoints[0])
+    dt = card.dt_hours
+    if e.lead_hours % dt:
+        raise ConfigError(f"ensemble.lead_hours={e.lead_hours} is not a multiple of the model step ({dt} h)")
+    if e.lead_hours < 0:
+        raise ConfigError(f"ensemble.lead_hours must be non-negative, got {e.lead_hours}")
+    plan = MemberPlan(len(checkpoints), e.members_per_checkpoint, control=e.control,
+                      perturbation="none" if e.perturbation.method == "none" else "paired")
+    device = device_for(e.device, local_rank)
+    batch_size = e.batch_size
+    if batch_size == "auto":
+        try:  # a store that exists fixes the batch layout
+            batch_size = EnsembleStore.open(store_path(config, experiment)).schema.attrs["batch_size"]
+        except StoreError:
+            batch_size = auto_batch_size(checkpoints[0], device, card.model_grid.shape)
+    elif not isinstance(batch_size, int):
+        raise ConfigError(f"ensemble.batch_size must be a positive integer or 'auto', got {batch_size!r}")
+    s = e.statistics
+    statistics = None
+    if s.channels:
+        statistics = StatisticsSpec(channels=s.channels, thresholds=s.thresholds, quantiles=s.quantiles,
+                                    tail_members=s.tail_members)
+    # ERA5 (WeatherBench2, ARCO, CDS) is read through the lexicon; another grid needs data.regrid
+    analyses = open_source(config.paths.resolve("analysis"), name="analyses", grid=card.model_grid,
+                           channels=card.channels, regrid=config.data.regrid)
+    return EnsembleEngine(checkpoints=[str(c) for c in checkpoints], plan=plan, analyses=analyses,
+                          init_times=e.init_times.times(), lead_steps=e.lead_hours // dt, batch_size=batch_size,
+                          base_seed=e.seed, perturbation=perturbation_settings(config, checkpoints, e), device=device,
+                          statistics=statistics, statistics_only=s.only, keepbits=e.compression.keepbits,
+                          zstd_level=e.compression.zstd_level, writer_threads=e.writer_threads,
+                          autocast_bf16=e.autocast_bf16)
+
+
+def run_ensemble(config: Config, members: str | None = None, init_times: str | None = None,
+                 experiment: str | None = None) -> Path:
+    """Generate the ensemble (or an experiment's; this rank's share under srun/torchrun) into its store."""
+    from ensembles.plan import parse_member_range
+    from ensembles.ranks import rank_from_environment
+
+    ranks = rank_from_environment()
+    engine = build_engine(config, ranks.local_rank, experiment)
+    start, stop = parse_member_range(members, engine.plan.size) if members else (0, engine.plan.size)
+    init_indices = None
+    if init_times:
+        a, b = parse_member_range(init_times, len(engine.init_times), "start date")
+        init_indices = range(a, b)
+    path = store_path(config, experiment)
+    if not (path / "zarr.json").is_file():  # bad input must not leave a store behind
+        from workflows.preflight import check_initial_states, check_writable
+
+        check_initial_states(engine, init_indices)
+        check_writable(path)
+    from workflows.errors import naming
+
+    with naming(path):  # a full disk names the store
+        store = engine.create_store(path)
+        counts = engine.run(store, start, stop, rank=ranks.rank, world=ranks.world, init_indices=init_indices)
+    log.info("run: rank %d/%d, members %d:%d into %s: %s", ranks.rank, ranks.world, start, stop, path, counts)
+    return path
+
+
+# -- scoring --------------------------------------------------------------------------------------
+def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: str = "", slurm=None, regions=(),
+                chunk_mb: float = 64, worker_memory: str = "") -> Path:
+    """Score an ensemble store against the truth on Dask; write ``scores.nc`` and the report.
+
+    The cluster is ``scheduler`` (an address), else Slurm jobs (``slurm``: a
+    :class:`workflows.cluster.SlurmOptions`), else a local cluster of ``workers`` processes (default: one per
+    core). ``regions`` adds user boxes (:class:`forecast.verify.Region`) to the standard four. Progress is a bar
+    on a terminal and a log line per finished score otherwise.
+    """
+    import xarray as xr
+
+    from forecast import verify
+    from forecast.scores import open_ensemble, score_ensemble
+    from workflows.cluster import LOCAL_WORKER_MEMORY, dask_client
+    from workflows.report import write_report
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    forecast = open_ensemble(store_path, chunk_bytes=int(chunk_mb * 2**20))
+    truth = xr.open_zarr(str(truth_path), consolidated=False)
+    began = time.perf_counter()
+    with dask_client(workers or available_cores(), scheduler, slurm, worker_memory or LOCAL_WORKER_MEMORY) as client:
+        lazy = score_ensemble(forecast, truth, regions=tuple(verify.REGIONS) + tuple(regions))
+        scores = _compute_with_progress(client, lazy)
+    log.info("score: %s scored in %.1f s", store_path, time.perf_counter() - began)
+    tmp = out_dir / "scores.nc.partial"
+    scores.to_netcdf(tmp)
+    os.replace(tmp, out_dir / "scores.nc")
+    return write_report(scores, out_dir, store_path)
+
+
+def _compute_with_progress(client, lazy):
+    """Compute every score of ``lazy`` in one graph (shared reads are read once), showing progress."""
+    from distributed import as_completed, progress
+
+    names = list(lazy.data_vars)
+    futures = client.compute([lazy[name] for name in names])
+    if sys.stderr.isatty() and log.isEnabledFor(logging.INFO):
+        progress(futures)
+    done = 0
+    began = time.perf_counter()
+    for _ in as_completed(futures):
+        done += 1
+        log.info("score: %d/%d scores done (%.0f s)", done, len(names), time.perf_counter() - began)
+    result = lazy.copy()
+    for name, future in zip(names, futures):
+        result[name] = future.result()
+    return result.compute()
+
+
+def demo(config: Config) -> Path:
+    """planet -> train -> skill -> run -> score, for the ensemble and every experiment; returns the report
+    path (with the experiments compared side by side when there are any)."""
+    from workflows.compare import append_comparison
+
+    make_planet(config)
+    train_checkpoints(config)
+    compute_skill(config)
+    truth = config.paths.resolve("nature")
+    scores_dir = config.paths.resolve("scores")
+    report = score_store(run_ensemble(config), truth, scores_dir, workers=config.score.workers,
+                         scheduler=config.score.scheduler)
+    if not config.experiments:
+        return report
+    score_files = {"ensemble": scores_dir / "scores.nc"}
+    for name in config.experiments:
+        out = scores_dir / name
+        score_store(run_ensemble(config, experiment=name), truth, out, workers=config.score.workers,
+                    scheduler=config.score.scheduler)
+        score_files[name] = out / "scores.nc"
+    return append_comparison(report, score_files, describe_experiments(config))
+
+
+def describe_experiments(config: Config) -> dict[str, str]:
+    """One line per ensemble: its model sets, members and perturbation."""
+    out = {}
+    for name in ("ensemble", *config.experiments):
+        e = ensemble_section(config, None if name == "ensemble" else name)
+        sets = model_sets(config)
+        models = e.models or (config.train.model,)
+        members = sum(sets[m].checkpoints for m in models) * e.members_per_checkpoint + (1 if e.control else 0)
+        out[name] = (f"{members} members from {' + '.join(f'{sets[m].checkpoints} {sets[m].model.upper()}' for m in models)} "
+                     f"checkpoint(s); perturbation: {e.perturbation.method}" + ("; with control" if e.control else ""))
+    return out

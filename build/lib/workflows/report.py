@@ -1,0 +1,133 @@
+"""The verification report: report.md with tables and PNG plots, from a scores dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from forecast.plots import plot_maps, plot_rank_histograms, plot_reliability, plot_vs_lead
+
+
+def _fmt(value: float) -> str:
+    if not np.isfinite(value):
+        return "nan"
+    return f"{value:.4g}"
+
+
+def _global(scores):
+    return scores.sel(region="global") if "region" in scores.dims else scores
+
+
+def summary_lines(scores) -> list[str]:
+    """Sentences on the longest lead: does the ensemble mean beat the control, is the spread right."""
+    lines = []
+    last = _global(scores).isel(lead_time=-1)
+    hours = int(scores["lead_time"].values[-1] / np.timedelta64(1, "h"))
+    for channel in scores["channel"].values:
+        s = last.sel(channel=channel)
+        text = f"- **{channel}** at {hours} h: ensemble-mean RMSE {_fmt(float(s['ensemble_mean_rmse']))}"
+        if "control_rmse" in s:
+            mean, control = float(s["ensemble_mean_rmse"]), float(s["control_rmse"])
+            verdict = "beats" if mean < control else "does not beat"
+            text += f" {verdict} the control's {_fmt(control)} ({100 * (control - mean) / control:+.1f}%)"
+        text += f"; spread-skill ratio {_fmt(float(s['spread_skill_ratio']))}; fair CRPS {_fmt(float(s['crps']))}"
+        if "outlier_fraction" in s:
+            text += (f"; truth outside the ensemble in {100 * float(s['outlier_fraction']):.1f}% of cases "
+                     f"(reliable: {100 * scores.attrs.get('outlier_reliable_value', np.nan):.1f}%)")
+        lines.append(text + ".")
+    return lines
+
+
+COLUMNS = [("crps", "fair CRPS"), ("crps_standard", "standard CRPS"), ("crps_skill_score", "CRPSS"),
+           ("ensemble_mean_rmse", "ens-mean RMSE"), ("control_rmse", "control RMSE"), ("ensemble_mean_bias", "bias"),
+           ("spread", "spread"), ("spread_skill_ratio", "spread-skill"), ("best_member_rmse", "best-member RMSE"),
+           ("outlier_fraction", "outliers"), ("twcrps_above_q90", "twCRPS >q90")]
+
+
+def channel_table(scores, channel) -> list[str]:
+    s = _global(scores).sel(channel=channel)
+    columns = [(name, label) for name, label in COLUMNS if name in s]
+    events = list(scores["event"].values) if "brier_score" in s else []
+    header = "| lead (h) | " + " | ".join(label for _, label in columns) + "".join(f" | Brier {e}" for e in events) + " |"
+    lines = [header, "|---:|" + "---:|" * (len(columns) + len(events))]
+    lead = (scores["lead_time"].values / np.timedelta64(1, "h")).astype(int)
+    for k, hours in enumerate(lead):
+        row = s.isel(lead_time=k)
+        cells = [_fmt(float(row[name])) for name, _ in columns]
+        cells += [_fmt(float(row["brier_score"].sel(event=e))) for e in events]
+        lines.append(f"| {hours} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def region_table(scores) -> list[str]:
+    if "region" not in scores.dims:
+        return []
+    last = scores.isel(lead_time=-1)
+    hours = int(scores["lead_time"].values[-1] / np.timedelta64(1, "h"))
+    names = [n for n in ("crps", "ensemble_mean_rmse", "spread", "spread_skill_ratio", "outlier_fraction") if n in last]
+    lines = [f"## Regions at {hours} h", "", "| channel | region | " + " | ".join(names) + " |",
+             "|---|---|" + "---:|" * len(names)]
+    for channel in scores["channel"].values:
+        for region in scores["region"].values:
+            row = last.sel(channel=channel, region=region)
+            lines.append(f"| {channel} | {region} | " + " | ".join(_fmt(float(row[n])) for n in names) + " |")
+    return lines + [""]
+
+
+def flatness_lines(scores) -> list[str]:
+    from forecast.verify import rank_histogram_flatness
+
+    if "rank_histogram" not in scores:
+        return []
+    test = rank_histogram_flatness(_global(scores)["rank_histogram"].sum("lead_time"))
+    lines = ["## Rank histogram flatness (all leads, global)", "",
+             "chi-square / degrees of freedom (about 1 when flat; Jolliffe & Primo 2008):", ""]
+    for channel in scores["channel"].values:
+        value = float(test["relative_chi2"].sel(channel=channel))
+        lines.append(f"- {channel}: {_fmt(value)} (p = {_fmt(float(test['p_value'].sel(channel=channel)))})")
+    return lines + [""]
+
+
+def write_report(scores, out_dir, store_path=None) -> Path:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = {
+        "crps_vs_lead.png": plot_vs_lead(scores, {"crps": "fair CRPS", "crps_standard": "standard CRPS",
+                                                  "twcrps_above_q90": "twCRPS > q90"},
+                                         out_dir / "crps_vs_lead.png", "CRPS vs lead time"),
+        "rmse_vs_lead.png": plot_vs_lead(scores, {"ensemble_mean_rmse": "ensemble-mean RMSE", "control_rmse": "control RMSE",
+                                                  "spread": "spread", "best_member_rmse": "best-member RMSE"},
+                                         out_dir / "rmse_vs_lead.png", "RMSE of the ensemble mean vs the control, and spread"),
+        "spread_skill_vs_lead.png": plot_vs_lead(scores, {"spread_skill_ratio": "spread-skill ratio"},
+                                                 out_dir / "spread_skill_vs_lead.png", "spread-skill ratio (1 = consistent)",
+                                                 reference=1.0),
+        "rank_histograms.png": plot_rank_histograms(scores, out_dir / "rank_histograms.png"),
+    }
+    if "reliability_observed_frequency" in scores:
+        plots["reliability.png"] = plot_reliability(scores, out_dir / "reliability.png")
+    if "efi_map" in scores or "exceedance_probability_map" in scores:
+        plots["maps.png"] = plot_maps(scores, out_dir / "maps.png")
+    lines = [
+        "# Ensemble verification report",
+        "",
+        f"Store: `{store_path}`  " if store_path else "",
+        f"Members: {scores.attrs.get('members')}, start dates: {scores.attrs.get('init_times')}; scores averaged over "
+        f"{scores.attrs.get('averaged_over')}. CRPS is the fair estimator (Ferro 2014) unless marked standard; the "
+        "spread-skill ratio includes the sqrt((M+1)/M) factor. Tables are global; events: "
+        f"{scores.attrs.get('events', 'none')}.",
+        "",
+        "## Summary at the longest lead",
+        "",
+        *summary_lines(scores),
+        "",
+    ]
+    for channel in scores["channel"].values:
+        units = scores.attrs.get(f"units_{channel}", "")
+        lines += [f"## {channel} [{units}]", "", *channel_table(scores, channel), ""]
+    lines += region_table(scores)
+    lines += flatness_lines(scores)
+    lines += ["## Plots", ""] + [f"![{name}]({name})" for name in plots] + [""]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(line for line in lines if line is not None))
+    return path

@@ -1,0 +1,82 @@
+"""Submitting the sbatch scripts in ``slurm/`` and asking the queue about them, with argument lists only.
+
+Nothing here goes through a shell: options, config paths and overrides are separate ``argv`` items of
+``sbatch``, and the scripts pass them on as ``"$@"``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING",
+          "SUSPENDED", "STAGE_OUT", "SIGNALING")
+
+
+class SlurmError(OSError):
+    """``sbatch`` or ``squeue`` failed or is missing."""
+
+
+def scripts_folder(configured: str = "") -> Path:
+    folder = Path(configured) if configured else REPOSITORY / "slurm"
+    if not (folder / "ensemble.sbatch").is_file():
+        raise FileNotFoundError(f"no sbatch scripts in {folder} (nightly.slurm.scripts)")
+    return folder
+
+
+def check_options(options, where: str) -> list[str]:
+    """``options`` as a list of ``--name=value`` items; anything else (a positional, ``--wrap``) is refused."""
+    options = [str(o) for o in options]
+    for option in options:
+        if not option.startswith("--") or option.startswith("--wrap"):
+            raise ValueError(f"{where}: {option!r} is not an sbatch option of the form --name=value (--wrap is refused)")
+    return options
+
+
+def job_environment() -> dict:
+    """The submitter's environment plus where the jobs find the code (``FORECAST_HOME``) and the Python
+    environment (``FORECAST_VENV``: this process's virtual environment); ``slurm/env.sh`` reads both."""
+    env = dict(os.environ)
+    env.setdefault("FORECAST_HOME", str(REPOSITORY))
+    if sys.prefix != sys.base_prefix:
+        env.setdefault("FORECAST_VENV", sys.prefix)
+    return env
+
+
+def submit(script: Path, arguments, options=(), after: str | None = None, cwd: Path | None = None) -> str:
+    """``sbatch --parsable [options] [--dependency=afterok:AFTER] SCRIPT ARGUMENTS...``; returns the job id."""
+    sbatch = shutil.which("sbatch")
+    if sbatch is None:
+        raise SlurmError("sbatch not found on PATH (nightly.mode is 'slurm')")
+    argv = [sbatch, "--parsable", *options]
+    if after:
+        argv += [f"--dependency=afterok:{after}", "--kill-on-invalid-dep=yes"]
+    argv += [str(script), *map(str, arguments)]
+    result = subprocess.run(argv, capture_output=True, text=True, env=job_environment(), cwd=cwd, timeout=120)
+    if result.returncode != 0:
+        raise SlurmError(f"sbatch {script.name} failed: {' '.join(result.stderr.split()) or result.returncode}")
+    job = result.stdout.strip().split(";")[0]
+    log.info("slurm: submitted %s as job %s%s", script.name, job, f" (after job {after})" if after else "")
+    return job
+
+
+def job_state(job: str) -> str | None:
+    """The job's state while Slurm still lists it in the queue, else ``None`` (finished or unknown)."""
+    squeue = shutil.which("squeue")
+    if squeue is None:
+        raise SlurmError("squeue not found on PATH (nightly.mode is 'slurm')")
+    result = subprocess.run([squeue, "--noheader", f"--jobs={job}", "--format=%T"], capture_output=True, text=True,
+                            timeout=60)
+    states = result.stdout.split()
+    return states[0] if result.returncode == 0 and states else None
+
+
+def is_active(job: str | None) -> bool:
+    return bool(job) and job_state(job) in ACTIVE
