@@ -4,6 +4,9 @@
     python bench/rollout.py --nlat 33 --nlon 64 --leads 8 --members 8
     python bench/rollout.py --e2s                # also earth2studio's run.ensemble, if it is installed
 
+earth2studio is not a dependency of this project; to compare, install it into an environment beside
+this one (``pip install earth2studio``) and run the bench there with this repository on ``PYTHONPATH``.
+
 Both sides run the same SFNO (random weights) on the same batches. "Raw" is the bare loop of
 ``model.step`` under ``torch.inference_mode``; "engine" is ``EnsembleEngine.run`` into a fresh Zarr store:
 bred vectors (3 cycles), normalisation, clipping, checksums, writer threads and the manifest included.
@@ -86,12 +89,51 @@ def engine_rate(source, init_time, checkpoint, members: int, batch: int, steps: 
     return counts["member_steps"] / elapsed, files, data_bytes / counts["member_steps"]
 
 
-def e2s_rate(checkpoint, members, steps):  # pragma: no cover - needs earth2studio
+def e2s_rate(source, init_time, checkpoint, members: int, batch: int, steps: int, root: Path):  # pragma: no cover
+    """earth2studio's ``run.ensemble`` on the same network: our model wrapped as an earth2studio prognostic
+    (its ``Persistence`` model with the identity replaced by ``model.step`` on normalised states), the
+    analyses as a data source, its hemispheric-centred bred vectors (3 cycles, spherical seed noise) and
+    its Zarr backend. Returns member-steps/s, or ``None`` when earth2studio is not installed."""
     try:
-        import earth2studio  # noqa: F401
+        from earth2studio import run as e2s_run
+        from earth2studio.io import ZarrBackend
+        from earth2studio.models.px.persistence import Persistence
+        from earth2studio.perturbation import HemisphericCentredBredVector, SphericalGaussian
     except ImportError:
         return None
-    return "earth2studio is installed, but wrapping our model as an earth2studio prognostic is not implemented here"
+    import xarray as xr
+
+    from models.checkpoint import load_checkpoint
+
+    model = load_checkpoint(checkpoint)
+    grid = source.grid
+    names = list(model.card.channels)
+
+    class Wrapped(Persistence):
+        def _forward(self, x, coords):
+            out = self.output_coords(coords)
+            state = x[:, -1].reshape(-1, *x.shape[-3:])
+            with torch.inference_mode():
+                step = model.denormalise(model.step(model.normalise(state)))
+            return step.reshape(x.shape[0], 1, *x.shape[-3:]), out
+
+    class Analyses:
+        def __call__(self, time, variable):
+            times = np.asarray(time, dtype="datetime64[ns]")
+            fields = np.stack([source.initial_state(t, list(variable))[0] for t in times])
+            return xr.DataArray(fields, dims=("time", "variable", "lat", "lon"),
+                                coords={"time": times, "variable": list(variable), "lat": grid.lat, "lon": grid.lon})
+
+    domain = {"lat": np.asarray(grid.lat), "lon": np.asarray(grid.lon)}
+    prognostic = Wrapped(names, domain)
+    data = Analyses()
+    perturbation = HemisphericCentredBredVector(prognostic, data, SphericalGaussian(noise_amplitude=0.1),
+                                                noise_amplitude=0.1, integration_steps=3)
+    io = ZarrBackend(str(root / "e2s.zarr"))
+    began = time.perf_counter()
+    e2s_run.ensemble([init_time], steps, members, prognostic, data, io, perturbation, batch_size=batch,
+                     device=torch.device("cpu"), verbose=False)
+    return members * steps / (time.perf_counter() - began)
 
 
 def main(argv=None):
@@ -126,7 +168,9 @@ def main(argv=None):
         print(f"files per store  : {files}  ({args.members} members, {args.leads + 1} leads, {args.channels} variables)")
         print(f"bytes per member-step: {per_step:,.0f} (float32 state: {args.channels * args.nlat * args.nlon * 4:,})")
         if args.e2s:
-            print(f"earth2studio     : {e2s_rate(checkpoint, args.members, args.leads) or 'not installed'}")
+            e2s = e2s_rate(source, init_time, checkpoint, args.members, args.batch, args.leads, root)
+            print("earth2studio     : " + ("not installed" if e2s is None else
+                                          f"{e2s:8.2f} member-steps/s (ours / earth2studio: {ours / e2s:.2f})"))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
