@@ -48,7 +48,11 @@ class Running:
         return self.process.pid
 
     def kill(self, signum: int = signal.SIGKILL) -> None:
-        os.kill(self.process.pid, signum)
+        """Send ``signum``; a process that has already ended (and been reaped) is left alone."""
+        try:
+            os.kill(self.process.pid, signum)
+        except ProcessLookupError:
+            pass
 
     def wait(self, timeout: float = 300) -> Result:
         self.process.join(timeout)
