@@ -30,6 +30,11 @@ CLIMATE_SAMPLES = 120  # truth times kept as the climatological ensemble (CRPS s
 EFI_LEVELS = 101  # model-climate quantiles for the EFI
 
 
+def _schema(ds) -> dict:
+    """The run description our stores carry in ``attrs["schema"]`` (empty for other datasets)."""
+    return json.loads(ds.attrs["schema"]) if "schema" in ds.attrs else {}
+
+
 def _store_chunks(ds) -> dict:
     """The store's own chunk shape per dimension (the shards of a sharded store: what one file holds)."""
     for name in ds.data_vars:
@@ -72,7 +77,7 @@ def open_ensemble(path, chunk_bytes: int = 64 << 20) -> xr.Dataset:
     plain = xr.open_zarr(str(path), consolidated=False, chunks=None)
     store_chunks = _store_chunks(plain)
     if "lead_time" not in store_chunks and "schema" in plain.attrs:
-        store_chunks["lead_time"] = json.loads(plain.attrs["schema"])["layout"]["lead_chunk"]
+        store_chunks["lead_time"] = _schema(plain)["layout"]["lead_chunk"]
     chunks = ensemble_chunks(dict(plain.sizes), store_chunks, chunk_bytes)
     log.info("score: %d members, Dask chunks %s (store chunks %s)", plain.sizes["member"], chunks, store_chunks)
     return xr.open_zarr(str(path), consolidated=False, chunks=chunks)
@@ -112,9 +117,8 @@ def score_ensemble(forecast: xr.Dataset, truth: xr.Dataset, dims=SCORE_DIMS, reg
     maps ``(channel, event, lat, lon)`` / ``(channel, lat, lon)`` of exceedance probability and EFI at
     the first start date and last lead. ``climate=False`` leaves out what needs the truth's climatology.
     """
-    order = json.loads(forecast.attrs["schema"])["channels"] if "schema" in forecast.attrs else []
-    names = [c for c in order if c in forecast.data_vars] + sorted(c for c in forecast.data_vars if c not in order)
-    channels = [c for c in names if c in truth.data_vars]
+    order = list(_schema(forecast).get("channels", ())) + sorted(forecast.data_vars)  # the model's order first
+    channels = [c for c in dict.fromkeys(order) if c in forecast.data_vars and c in truth.data_vars]
     if not channels:
         raise ValueError(f"truth shares no channel with the forecast ({list(forecast.data_vars)})")
     dims = list(dims)

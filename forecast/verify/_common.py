@@ -213,7 +213,9 @@ def align_truth(forecast, truth, time_dim: str = "time", chunk_bytes: int = 64 <
     times, position = np.unique(valid, return_inverse=True)
     subset = truth.sel({time_dim: times})
     if subset.chunks:
-        row_bytes = len(times) * subset.sizes.get("lon", 1) * 8
+        variables = subset.data_vars.values() if isinstance(subset, xr.Dataset) else [subset]
+        itemsize = max(v.dtype.itemsize for v in variables)
+        row_bytes = len(times) * subset.sizes.get("lon", 1) * itemsize
         rows = int(max(1, min(subset.sizes.get("lat", 1), chunk_bytes // row_bytes)))
         subset = subset.chunk({time_dim: -1, **({"lat": rows} if "lat" in subset.dims else {})})
     index = xr.DataArray(position.reshape(valid.shape), dims=("init_time", "lead_time"),
