@@ -86,9 +86,9 @@ def test_public_names_are_documented_with_a_reference():
 def test_kernel_memory_does_not_grow_with_members():
     rng = np.random.default_rng(0)
     for m, layout in ((2000, "member-last"), (3000, "member-first")):
-        x = rng.standard_normal((1200, m) if layout == "member-last" else (m, 1200), dtype=np.float32)
+        x = rng.standard_normal((4800, m) if layout == "member-last" else (m, 4800), dtype=np.float32)
         view = x if layout == "member-last" else x.T
-        y = rng.standard_normal(1200, dtype=np.float32)
+        y = rng.standard_normal(4800, dtype=np.float32)
         tracemalloc.start()
         fair, standard = _kernels.over_members(view, lambda b, yb, f, s: _kernels.crps_rows(b, yb, f, s),
                                                point_args=(y,), outputs=((), ()), sort=True, threads=2)
@@ -100,6 +100,21 @@ def test_kernel_memory_does_not_grow_with_members():
         a = np.abs(d).mean(axis=1)
         g = (d * (2 * np.arange(1, m + 1) - m - 1)).sum(axis=1)
         np.testing.assert_allclose(standard[:50], a - g / m**2, rtol=1e-9)
+
+
+def test_float32_rows_sort_like_numpy_through_order_keys():
+    """The engine sorts float32 as int32 order keys: NaN of either sign last, -inf first, -0 with +0,
+    subnormals and ties in place; member-first (strided) blocks and float64 rows the same."""
+    rng = np.random.default_rng(3)
+    special = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, -1e-45, 1.0, 1.0, -2.5], np.float32)
+    x = rng.choice(np.concatenate([special, rng.standard_normal(40).astype(np.float32)]), size=(300, 37))
+
+    def copy_rows(block, out):
+        out[:] = block
+
+    for view in (x, np.ascontiguousarray(x.T).T, x.astype(np.float64)):
+        (rows,) = _kernels.over_members(view, copy_rows, outputs=((37,),), sort=True, threads=2)
+        np.testing.assert_array_equal(rows, np.sort(view, axis=-1).astype(np.float64))
 
 
 def test_regions_average_inside_their_masks():

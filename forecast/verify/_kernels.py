@@ -4,10 +4,11 @@ The engine (:func:`over_members`) takes an array whose last axis holds the membe
 member-major store chunk arrives as a transposed view) and walks it in blocks of points. Each block is
 copied into a small contiguous ``(points, members)`` buffer owned by one thread (a transposing
 copy, a slab of members at a time, when the members are strided), optionally transformed and sorted in place
-(``numpy.sort``, which dispatches to a SIMD sort for float32/float64), and handed to a compiled row
+(``numpy.sort``, which dispatches to a SIMD sort; float32 is sorted as int32 order keys, which NumPy
+sorts faster), and handed to a compiled row
 kernel that reads each row once and writes a few numbers per point. Working memory is one buffer per
-thread (about ``block_bytes``) plus the outputs, whatever the number of members; accumulation is in
-float64. Numba kernels release the GIL, so blocks run on several threads.
+thread (about ``block_bytes``, or ``MIN_STRIDED_POINTS`` rows when the members are strided) plus the
+outputs, whatever the size of the input; accumulation is in float64. Numba kernels release the GIL, so blocks run on several threads.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import numba
 import numpy as np
 
 BLOCK_BYTES = 1 << 20
-MIN_STRIDED_POINTS = 32
+# a strided (member-major) block reads at least this many points (1 KB of float32) from each member row:
+# shorter runs leave the hardware prefetcher idle (``bench/verify.py --layout member-first --members 7424``)
+MIN_STRIDED_POINTS = 256
 # let LLVM reorder (vectorise) float64 sums; no 'nnan'/'ninf', so NaN tests stay
-REASSOCIATE = {"reassoc", "contract", "arcp", "nsz"}  # a strided (member-major) block reads at least this many points per member row
+REASSOCIATE = {"reassoc", "contract", "arcp", "nsz"}
 
 
 def available_cores() -> int:
@@ -35,15 +38,39 @@ def available_cores() -> int:
 # -- compiled row kernels ---------------------------------------------------------------------------
 @numba.njit(nogil=True, cache=True)
 def _gather(src, dst):
-    """Copy ``src`` (points, members; any strides) into contiguous ``dst``, a slab of 4 members at a time:
-    each point's 4 values land in one cache line of ``dst`` while 4 member rows of ``src`` stream
-    (``python bench/verify.py --layout member-first`` shows the effect on CRPS throughput)."""
+    """Copy ``src`` (points, members; any strides) into contiguous ``dst``, a slab of 8 members at a time:
+    each point's 8 values land in one half cache line of ``dst`` while 8 member rows of ``src`` stream
+    (the fixed inner trip count lets the compiler unroll it; ``python bench/verify.py --layout
+    member-first`` shows the effect on CRPS throughput)."""
     n, m = src.shape
-    for j0 in range(0, m, 4):
-        j1 = min(j0 + 4, m)
+    j0 = 0
+    while j0 + 8 <= m:
         for i in range(n):
-            for j in range(j0, j1):
-                dst[i, j] = src[i, j]
+            for k in range(8):
+                dst[i, j0 + k] = src[i, j0 + k]
+        j0 += 8
+    for i in range(n):
+        for j in range(j0, m):
+            dst[i, j] = src[i, j]
+
+
+@numba.njit(nogil=True, cache=True)
+def _encode(keys):
+    """float32 bits -> int32 keys with the same order, in place (``keys``: a flat int32 view). Negative
+    floats get their magnitude bits flipped; NaN (either sign) becomes the largest key, so it sorts
+    last and decodes to a NaN. Branch-free, so it vectorises."""
+    for i in range(keys.shape[0]):
+        b = keys[i]
+        k = b ^ ((b >> np.int32(31)) & np.int32(0x7FFFFFFF))
+        keys[i] = k if (b & np.int32(0x7FFFFFFF)) <= np.int32(0x7F800000) else np.int32(0x7FFFFFFF)
+
+
+@numba.njit(nogil=True, cache=True)
+def _decode(keys):
+    """int32 order keys -> float32 bits, in place (the map is its own inverse off NaN)."""
+    for i in range(keys.shape[0]):
+        b = keys[i]
+        keys[i] = b ^ ((b >> np.int32(31)) & np.int32(0x7FFFFFFF))
 
 
 @numba.njit(nogil=True, cache=True)
@@ -75,10 +102,12 @@ def crps_rows(xs, y, fair, standard):
         a = 0.0
         s1 = 0.0
         s0 = 0.0
+        rank = 0.0  # a float counter, not (i + 1): AVX2 has no vector int64 -> float64, so the loop would stay scalar
         for i in range(n):
             d = np.float64(row[i]) - yy
+            rank += 1.0
             a += abs(d)
-            s1 += (i + 1) * d
+            s1 += rank * d
             s0 += d
         g = 2.0 * s1 - (n + 1) * s0
         standard[p] = a / n - g / (n * n)
@@ -259,7 +288,13 @@ def over_members(x, row_kernel, point_args=(), outputs=((), ), sort=False, trans
             blocks = [a[index][start:stop] for a in args]
             if transform is not None:
                 transform(block, *blocks)
-            if sort:
+            if sort and block.dtype == np.float32:
+                # NumPy's SIMD sort is faster on int32 than on float32 (which first moves NaNs aside)
+                keys = block.view(np.int32)
+                _encode(keys.reshape(-1))
+                keys.sort(axis=-1)
+                _decode(keys.reshape(-1))
+            elif sort:
                 block.sort(axis=-1)
             row_kernel(block, *blocks, *kernel_args, *(r[index][start:stop] for r in results))
 
