@@ -5,10 +5,10 @@ member-major store chunk arrives as a transposed view) and walks it in blocks of
 copied into a small contiguous ``(points, members)`` buffer owned by one thread (a transposing
 copy, a slab of members at a time, when the members are strided), optionally transformed and sorted in place
 (``numpy.sort``, which dispatches to a SIMD sort; float32 is sorted as int32 order keys, which NumPy
-sorts faster), and handed to a compiled row
-kernel that reads each row once and writes a few numbers per point. Working memory is one buffer per
-thread (about ``block_bytes``, or ``MIN_STRIDED_POINTS`` rows when the members are strided) plus the
-outputs, whatever the size of the input; accumulation is in float64. Numba kernels release the GIL, so blocks run on several threads.
+sorts faster), and handed to a compiled row kernel that reads each row once and writes a few numbers per
+point. Working memory is one buffer per thread (about ``block_bytes``, or ``MIN_STRIDED_POINTS`` rows
+when the members are strided) plus the outputs, whatever the size of the input; accumulation is in
+float64. Numba kernels release the GIL, so blocks run on several threads.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import numba
 import numpy as np
 
 BLOCK_BYTES = 1 << 20
-# a strided (member-major) block reads at least this many points (1 KB of float32) from each member row:
-# shorter runs leave the hardware prefetcher idle (``bench/verify.py --layout member-first --members 7424``)
+# a strided (member-major) block reads at least this many points (1 KB of float32) from each member row;
+# shorter runs per row were slower at M = 7424 (``bench/verify.py --layout member-first --members 7424``)
 MIN_STRIDED_POINTS = 256
 # let LLVM reorder (vectorise) float64 sums; no 'nnan'/'ninf', so NaN tests stay
 REASSOCIATE = {"reassoc", "contract", "arcp", "nsz"}
@@ -54,23 +54,27 @@ def _gather(src, dst):
             dst[i, j] = src[i, j]
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _flip_negative(b):
+    """float32 bits (as int32) <-> an int32 with the float order: negative floats get their magnitude
+    bits flipped. Its own inverse."""
+    return b ^ ((b >> np.int32(31)) & np.int32(0x7FFFFFFF))
+
+
 @numba.njit(nogil=True, cache=True)
 def _encode(keys):
-    """float32 bits -> int32 keys with the same order, in place (``keys``: a flat int32 view). Negative
-    floats get their magnitude bits flipped; NaN (either sign) becomes the largest key, so it sorts
-    last and decodes to a NaN. Branch-free, so it vectorises."""
+    """float32 bits -> int32 order keys, in place (``keys``: a flat int32 view); NaN (either sign)
+    becomes the largest key, so it sorts last and decodes to a NaN. Branch-free, so it vectorises."""
     for i in range(keys.shape[0]):
         b = keys[i]
-        k = b ^ ((b >> np.int32(31)) & np.int32(0x7FFFFFFF))
-        keys[i] = k if (b & np.int32(0x7FFFFFFF)) <= np.int32(0x7F800000) else np.int32(0x7FFFFFFF)
+        keys[i] = _flip_negative(b) if (b & np.int32(0x7FFFFFFF)) <= np.int32(0x7F800000) else np.int32(0x7FFFFFFF)
 
 
 @numba.njit(nogil=True, cache=True)
 def _decode(keys):
-    """int32 order keys -> float32 bits, in place (the map is its own inverse off NaN)."""
+    """int32 order keys -> float32 bits, in place."""
     for i in range(keys.shape[0]):
-        b = keys[i]
-        keys[i] = b ^ ((b >> np.int32(31)) & np.int32(0x7FFFFFFF))
+        keys[i] = _flip_negative(keys[i])
 
 
 @numba.njit(nogil=True, cache=True)
@@ -269,6 +273,7 @@ def over_members(x, row_kernel, point_args=(), outputs=((), ), sort=False, trans
     results = [np.empty(outer + (n_points,) + tuple(shape), dtype=np.float64) for shape in outputs]
 
     strided = view.strides[-1] != view.itemsize
+    as_keys = dtype == np.float32  # NumPy's SIMD sort is faster on int32 than on float32 (which moves NaNs aside first)
     per_block = max(1, block_bytes // max(1, m * view.itemsize))
     if strided:
         per_block = max(per_block, MIN_STRIDED_POINTS)
@@ -288,8 +293,7 @@ def over_members(x, row_kernel, point_args=(), outputs=((), ), sort=False, trans
             blocks = [a[index][start:stop] for a in args]
             if transform is not None:
                 transform(block, *blocks)
-            if sort and block.dtype == np.float32:
-                # NumPy's SIMD sort is faster on int32 than on float32 (which first moves NaNs aside)
+            if sort and as_keys:
                 keys = block.view(np.int32)
                 _encode(keys.reshape(-1))
                 keys.sort(axis=-1)
