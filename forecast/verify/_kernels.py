@@ -22,7 +22,8 @@ import numpy as np
 
 BLOCK_BYTES = 1 << 20
 # a strided (member-major) block reads at least this many points (1 KB of float32) from each member row;
-# shorter runs per row were slower at M = 7424 (``bench/verify.py --layout member-first --members 7424``)
+# shorter runs per row were slower at M = 7424 (run ``bench/verify.py --layout member-first --members 7424``
+# with 32 here, the value before, to compare)
 MIN_STRIDED_POINTS = 256
 # let LLVM reorder (vectorise) float64 sums; no 'nnan'/'ninf', so NaN tests stay
 REASSOCIATE = {"reassoc", "contract", "arcp", "nsz"}
