@@ -10,6 +10,7 @@ the threaded scheduler (all cores); ours uses all cores through its block thread
     python bench/verify.py                 # M = 50, 1000, 7424 on 256 MB inputs
     python bench/verify.py --quick         # the same on 32 MB inputs (about a minute)
     python bench/verify.py --members 50 --mb 64 --layout member-first
+    python bench/verify.py --phases        # where our time goes: each step of one block, one core
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import dask  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from forecast import verify  # noqa: E402
+from forecast.verify import _kernels  # noqa: E402
 from forecast.verify._kernels import available_cores  # noqa: E402
 
 
@@ -132,6 +134,30 @@ def run(members, nbytes: int, layout: str, repeat: int) -> bool:
     return ok
 
 
+def phases(members, repeat: int = 30) -> None:
+    """Nanoseconds per member value of each step the block engine runs on one member-last block of
+    ``BLOCK_BYTES`` (one thread, warm cache, best of ``repeat``): the ceiling of one core."""
+    print(f"# steps of one {_kernels.BLOCK_BYTES >> 10} KB member-last block, float32, one thread, ns per member value")
+    print(f"{'M':>6} {'copy':>7} {'encode':>7} {'sort':>7} {'decode':>7} {'crps':>7} {'total':>7}  GB/s per core")
+    for m in members:
+        source, y, _, _ = make_arrays(m, _kernels.BLOCK_BYTES, "member-last")
+        block = np.empty_like(source)
+        keys = block.view(np.int32)
+        fair, standard = np.empty(len(y)), np.empty(len(y))
+        steps = {"copy": lambda: np.copyto(block, source), "encode": lambda: _kernels._encode(keys.reshape(-1)),
+                 "sort": lambda: keys.sort(axis=-1), "decode": lambda: _kernels._decode(keys.reshape(-1)),
+                 "crps": lambda: _kernels.crps_rows(block, y, fair, standard)}
+        best = dict.fromkeys(steps, np.inf)
+        for _ in range(repeat + 1):  # the first round compiles and warms
+            for name, step in steps.items():
+                began = time.perf_counter()
+                step()
+                best[name] = min(best[name], time.perf_counter() - began)
+        ns = {name: seconds / source.size * 1e9 for name, seconds in best.items()}
+        total = sum(ns.values())
+        print(f"{m:>6} " + " ".join(f"{v:>7.2f}" for v in ns.values()) + f" {total:>7.2f}  {4 / total:.2f}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, nargs="+", default=[50, 1000, 7424])
@@ -139,7 +165,11 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="32 MB inputs, two timed rounds")
     parser.add_argument("--layout", choices=["member-last", "member-first", "both"], default="both")
     parser.add_argument("--repeat", type=int, default=3, help="timed rounds, interleaved across libraries (best counts)")
+    parser.add_argument("--phases", action="store_true", help="only time each step of our block engine on one core")
     args = parser.parse_args(argv)
+    if args.phases:
+        phases(args.members)
+        return 0
     nbytes = int((32 if args.quick else args.mb) * 2**20)
     repeat = 2 if args.quick else args.repeat
     warnings.filterwarnings("ignore")
