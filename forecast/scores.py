@@ -21,6 +21,7 @@ import numpy as np
 import xarray as xr
 
 from forecast import verify
+from forecast.store import StoreSchema
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +31,9 @@ CLIMATE_SAMPLES = 120  # truth times kept as the climatological ensemble (CRPS s
 EFI_LEVELS = 101  # model-climate quantiles for the EFI
 
 
-def _schema(ds) -> dict:
-    """The run description our stores carry in ``attrs["schema"]`` (empty for other datasets)."""
-    return json.loads(ds.attrs["schema"]) if "schema" in ds.attrs else {}
+def _schema(ds) -> StoreSchema | None:
+    """The run description our stores carry in ``attrs["schema"]`` (None for other datasets)."""
+    return StoreSchema.from_json(ds.attrs["schema"]) if "schema" in ds.attrs else None
 
 
 def _store_chunks(ds) -> dict:
@@ -76,8 +77,9 @@ def open_ensemble(path, chunk_bytes: int = 64 << 20) -> xr.Dataset:
     """Open a store lazily in Dask chunks from :func:`ensemble_chunks` (all members per chunk)."""
     plain = xr.open_zarr(str(path), consolidated=False, chunks=None)
     store_chunks = _store_chunks(plain)
-    if "lead_time" not in store_chunks and "schema" in plain.attrs:
-        store_chunks["lead_time"] = _schema(plain)["layout"]["lead_chunk"]
+    schema = _schema(plain)
+    if "lead_time" not in store_chunks and schema is not None:
+        store_chunks["lead_time"] = schema.store_layout.lead_chunk
     chunks = ensemble_chunks(dict(plain.sizes), store_chunks, chunk_bytes)
     log.info("score: %d members, Dask chunks %s (store chunks %s)", plain.sizes["member"], chunks, store_chunks)
     return xr.open_zarr(str(path), consolidated=False, chunks=chunks)
@@ -117,7 +119,8 @@ def score_ensemble(forecast: xr.Dataset, truth: xr.Dataset, dims=SCORE_DIMS, reg
     maps ``(channel, event, lat, lon)`` / ``(channel, lat, lon)`` of exceedance probability and EFI at
     the first start date and last lead. ``climate=False`` leaves out what needs the truth's climatology.
     """
-    order = list(_schema(forecast).get("channels", ())) + sorted(forecast.data_vars)  # the model's order first
+    schema = _schema(forecast)
+    order = list(schema.channels if schema else ()) + sorted(forecast.data_vars)  # the model's order first
     channels = [c for c in dict.fromkeys(order) if c in forecast.data_vars and c in truth.data_vars]
     if not channels:
         raise ValueError(f"truth shares no channel with the forecast ({list(forecast.data_vars)})")

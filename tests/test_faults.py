@@ -52,8 +52,8 @@ def members_done(path) -> int:
 def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_store(tiny_world, forecast_processes, reference,
                                                                            tmp_path):
     """Kill points are placed by progress, not by the clock (a loaded CI machine stretches start-up): trial 0
-    lands somewhere in start-up, trial ``t`` once ``t/TRIALS`` of the members are done, each plus a random
-    delay of up to one member's share of the reference run."""
+    at a random time within half the reference run's length (mostly start-up), trial ``t`` once ``t/TRIALS``
+    of the members are done plus a random delay of up to one member's share of the reference run."""
     reference_path, seconds = reference
     rng = random.Random(SEED)
     size = EnsembleStore.open(reference_path).done.size
