@@ -83,13 +83,14 @@ def cmd_score(args):
 
 
 def cmd_import_checkpoint(args):
-    from models.makani import import_package
+    from models.makani import import_path
 
-    card = import_package(args.package, args.out, name=args.name, dt_hours=args.dt_hours)
-    grid = card.model_grid
-    extra = card.architecture.get("extra_inputs", {})
-    print(f"{args.out}: {card.name}: {len(card.channels)} channels, {grid.nlat}x{grid.nlon} {grid.kind}, "
-          f"dt {card.dt_hours} h, extra inputs {sorted(extra) or 'none'}")
+    for where, card in import_path(args.package, args.out, name=args.name, dt_hours=args.dt_hours,
+                                   cos_zenith=args.cos_zenith):
+        grid, extra = card.model_grid, card.architecture.get("extra_inputs", {})
+        zenith = f", cos zenith {card.training['cos_zenith_arithmetic']}" if extra.get("cos_zenith") else ""
+        print(f"{where}: {card.name}: {len(card.channels)} channels, {grid.nlat}x{grid.nlon} {grid.kind}, "
+              f"dt {card.dt_hours} h, extra inputs {sorted(extra) or 'none'}{zenith}")
 
 
 def cmd_check(args):
@@ -174,11 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--slurm-account", help="account to charge")
     score.set_defaults(func=cmd_score)
     text = "import a makani model package (HENS, sfno_73ch_small) into a checkpoint of this system"
-    imp = sub.add_parser("import-checkpoint", help=text, description=text + ". Weights are read with a restricted "
-                         "unpickler (tensors and plain containers only); anything that cannot be mapped is refused.")
+    imp = sub.add_parser("import-checkpoint", help=text, description=text + ". The checkpoint is read with a restricted "
+                         "unpickler (tensors, plain containers, makani's parameter classes as inert records); "
+                         "anything that cannot be mapped is refused (docs/makani.md).")
     imp.add_argument("package", help="package folder (config.json, global_means.npy, global_stds.npy, "
-                     "training_checkpoints/best_ckpt_mp0.tar, optional orography.nc, land_mask.nc)")
-    imp.add_argument("out", help="output checkpoint folder (card.json + weights.safetensors)")
+                     "training_checkpoints/best_ckpt_mp0.tar, optional orography.nc, land_mask.nc), or a folder of "
+                     "packages: imported as OUT/sfno-0, sfno-1, ... in sorted name order (OUT/makani-import.json)")
+    imp.add_argument("out", help="output checkpoint folder (card.json + weights.safetensors), or folder of them")
+    imp.add_argument("--cos-zenith", choices=("makani-float32", "float64"), default="makani-float32",
+                     help="arithmetic of the cos-zenith input (default: makani's float32, what the model was trained on)")
     imp.add_argument("--name", help="checkpoint name (default: the package folder's name)")
     imp.add_argument("--dt-hours", type=int, help="time step in hours (default: config.json dt x dhours)")
     imp.set_defaults(func=cmd_import_checkpoint)
