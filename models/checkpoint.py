@@ -165,7 +165,10 @@ def load_restricted(path: str | os.PathLike, allow: Mapping[str, str] | None = N
                               f"an allowlisted class ({what}); nothing else is unpickled from foreign checkpoints") from None
     except (RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError) as error:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({' '.join(str(error).split())[:200]})") from None
-    return _plain(loaded, {})
+    try:
+        return _plain(loaded, {})
+    except RecursionError:
+        raise CheckpointError(f"{path}: refused: its pickled objects are nested too deeply to read") from None
 
 
 def _torch_global(name: str) -> bool:

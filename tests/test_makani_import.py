@@ -559,3 +559,14 @@ def test_ensemble_from_era5_with_an_imported_makani_package(imported, tmp_path):
     assert np.abs(z[1] - z[0]).max() > 0 and not np.allclose(z[1], z[2])
 
 
+
+
+def test_cos_zenith_arithmetic_round_trips_through_the_card_spec():
+    from models.extra_inputs import ExtraInputSpec
+
+    spec = ExtraInputSpec.from_dict({"cos_zenith": "makani-float32"})
+    assert spec.cos_zenith and spec.cos_zenith_arithmetic == "makani-float32"
+    assert spec.to_dict() == {"cos_zenith": "makani-float32"}
+    assert ExtraInputSpec.from_dict({"cos_zenith": True}).to_dict() == {"cos_zenith": True}
+    with pytest.raises(ValueError, match="cos_zenith must be"):
+        ExtraInputSpec.from_dict({"cos_zenith": "float16"})
