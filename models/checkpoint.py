@@ -17,7 +17,7 @@ import hashlib
 import os
 import pickle
 import re
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,9 +74,9 @@ def _stand_in(path: str, kind: str):
     """An inert stand-in for class ``path``: a subclass of the builtin it stands for plus ``_Stand``."""
     if kind not in FOREIGN_KINDS:
         raise ValueError(f"allowlist kind {kind!r} for {path} is not one of {FOREIGN_KINDS}")
-    if kind == "dict":  # pickled through OrderedDict.__reduce__: the unpickler fills only exact dict types
-        def rebuild(*args):
-            return OrderedDict()
+    if kind == "dict":  # pickled through OrderedDict.__reduce__ (REDUCE, SETITEMS, BUILD): PyTorch's unpickler
+        def rebuild(*args):  # fills only exact dict types and builds slot state only on non-OrderedDict ones
+            return Counter()
         return rebuild
     base = {"record": (_RecordStand,), "float": (float, _Stand), "int": (int, _Stand), "bool": (int, _Stand),
             "str": (str, _Stand), "list": (list, _Stand)}[kind]

@@ -120,7 +120,7 @@ def read_checkpoint(root: Path) -> tuple[dict, dict | None, dict]:
         out[_strip_prefixes(str(key))] = value
     params = checkpoint.get("params")
     if isinstance(params, dict):  # parameters saved as a plain dict: read as they are
-        settings = {str(k): (None if v == "None" else v) for k, v in params.items()}
+        settings = {str(k): (None if isinstance(v, str) and v == "None" else v) for k, v in params.items()}
     elif params is None:
         settings = None
     elif isinstance(params, InertRecord) and params.class_path in PARAMS_CLASSES:

@@ -109,7 +109,7 @@ def pickled_settings(params: InertRecord) -> dict:
     original = set(original) if isinstance(original, list) else {"_original_attrs", "params"}
     later = {k: v for k, v in attributes.items() if k not in original and not k.startswith("_")}
     settings = {**base, **later}
-    return {k: (None if v == "None" else v) for k, v in settings.items()}
+    return {k: (None if isinstance(v, str) and v == "None" else v) for k, v in settings.items()}
 
 
 def _same(a, b) -> bool:

@@ -7,6 +7,7 @@ module paths (in ``sys.modules``, for the test only) pickle exactly as the real 
 """
 
 import argparse
+import collections
 import contextlib
 import json
 import os
@@ -77,6 +78,7 @@ def stand_ins(parameter_class=None):
     """makani.utils.YParams.{ParamsBase, YParams} and ruamel's ScalarFloat/ScalarInt/CommentedSeq as plain
     classes (no methods: they pickle as the originals, ``__dict__`` state through NEWOBJ + BUILD)."""
     params_base = parameter_class or type("ParamsBase", (), {})
+    commented = type("CommentedBase", (), {})
     yparams = type("YParams", (params_base,), {})
     modules = {
         "makani": types.ModuleType("makani"), "makani.utils": types.ModuleType("makani.utils"),
@@ -84,8 +86,12 @@ def stand_ins(parameter_class=None):
         "ruamel": types.ModuleType("ruamel"), "ruamel.yaml": types.ModuleType("ruamel.yaml"),
         "ruamel.yaml.scalarfloat": _module("ruamel.yaml.scalarfloat", ScalarFloat=type("ScalarFloat", (float,), {})),
         "ruamel.yaml.scalarint": _module("ruamel.yaml.scalarint", ScalarInt=type("ScalarInt", (int,), {})),
-        "ruamel.yaml.comments": _module("ruamel.yaml.comments", CommentedSeq=type("CommentedSeq", (list,), {}),
-                                        LineCol=type("LineCol", (), {})),
+        "ruamel.yaml.comments": _module(  # ruamel's layout: slots for comments beside an instance dict
+            "ruamel.yaml.comments", LineCol=type("LineCol", (), {}),
+            CommentedSeq=type("CommentedSeq", (list, commented), {"__slots__": ("_yaml_comment", "_lst")}),
+            CommentedMap=type("CommentedMap", (collections.OrderedDict, commented),
+                              {"__slots__": ("_yaml_comment", "_ok", "_ref")}),
+            Comment=type("Comment", (), {"__slots__": ("comment", "_items", "_post", "_pre")})),
     }
     saved = {name: sys.modules.get(name) for name in modules}
     sys.modules.update(modules)
@@ -225,6 +231,26 @@ def test_yparams_with_ruamel_round_trip_values_imports(tmp_path, imported):
     assert card.training["checkpoint"]["params_class"] == "makani.utils.YParams.YParams"
     a, b = load_checkpoint(imported).state_dict(), load_checkpoint(tmp_path / "ck").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ruamel_containers_with_comment_slots_become_plain_values(tmp_path):
+    from models.checkpoint import load_restricted
+    from models.makani_settings import PICKLE_ALLOWLIST
+
+    with stand_ins() as m:
+        comment = m.comments.Comment()
+        comment.comment, comment._items = None, {0: [None, None]}
+        mapping = m.comments.CommentedMap(kind="sinusoidal", frequencies=m.scalarint.ScalarInt(16))
+        mapping._ok, mapping._ref, mapping._yaml_comment = {"kind", "frequencies"}, [], comment
+        sequence = m.comments.CommentedSeq([m.scalarfloat.ScalarFloat(0.5), 2])
+        sequence._yaml_comment = comment
+        torch.save({"grid": mapping, "levels": sequence}, tmp_path / "ck.tar", _use_new_zipfile_serialization=False)
+    loaded = load_restricted(tmp_path / "ck.tar", PICKLE_ALLOWLIST)
+    assert loaded == {"grid": {"kind": "sinusoidal", "frequencies": 16}, "levels": [0.5, 2]}
+    assert type(loaded["grid"]) is dict and type(loaded["levels"]) is list
+    assert type(loaded["grid"]["frequencies"]) is int and type(loaded["levels"][0]) is float
+    with pytest.raises(CheckpointError, match=r"refused.*ruamel\.yaml\.comments\.CommentedMap"):
+        load_restricted(tmp_path / "ck.tar")  # without the allowlist: refused, class named
 
 
 def test_imported_model_rolls_out_with_valid_times(imported, reference):
