@@ -367,7 +367,7 @@ def import_package(package, out, name: str | None = None, dt_hours: int | None =
     check_supported(root, config)  # cheap refusals before the checkpoint is read
     state, pickled, layout = read_checkpoint(root)
     config = reconcile(root, config, pickled)
-    check_supported(root, config)
+    check_supported(root, config, report=True)
     channels, indices = channels_and_indices(root, config)
     grid = Grid(int(config["img_shape_x"]), int(config["img_shape_y"]), _get(config, "model_grid_type", "equiangular"))
     mean, std = _statistics(root, indices)

@@ -138,11 +138,12 @@ def reconcile(root: Path, config: dict, pickled: dict | None) -> dict:
     return {**pickled, **config}
 
 
-def check_supported(root: Path, config: dict) -> None:
+def check_supported(root: Path, config: dict, report: bool = False) -> None:
     """Refuse every setting that changes the network's arithmetic in a way our SFNO does not reproduce.
 
     ``config`` is config.json merged with the pickled params (:func:`reconcile`). Settings that only change
-    parallelism or training (:data:`NEUTRAL_SETTINGS`) are accepted whatever their value.
+    parallelism or training (:data:`NEUTRAL_SETTINGS`) are accepted whatever their value (listed in the log
+    when ``report``).
     """
     nettype = str(config.get("nettype", "SFNO")).lower()
     if nettype not in ("sfno", "sfnonet", "sphericalfourierneuraloperatornet"):
@@ -173,6 +174,6 @@ def check_supported(root: Path, config: dict) -> None:
         _fail(root, f"makani setting data_grid_type={data_grid!r} differs from model_grid_type="
                     f"{_get(config, 'model_grid_type', 'equiangular')!r}: regridding inside the model is not implemented")
     neutral = sorted(k for k in NEUTRAL_SETTINGS if k in config)
-    if neutral:
+    if neutral and report:
         log.info("%s: settings that change only parallelism or training, ignored: %s", root,
                  ", ".join(f"{k}={config[k]!r}" for k in neutral))
