@@ -179,6 +179,7 @@ def _pickled_globals(path: Path) -> list[str]:
     """The ``module.name`` of every GLOBAL opcode in a ``torch.save`` file, read with ``pickletools.genops``
     (which parses opcodes and executes nothing); to name what a refused file holds."""
     import _compat_pickle  # the Python 2 module names protocol 2 writes (__builtin__ for builtins)
+    import io
     import pickletools
     import zipfile
 
@@ -187,15 +188,14 @@ def _pickled_globals(path: Path) -> list[str]:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
                 member = next(n for n in archive.namelist() if n.endswith("data.pkl"))
-                streams = [archive.open(member)]
-                count = 1
+                stream, count = io.BytesIO(archive.read(member)), 1  # the object only: storages are separate
         else:
-            streams, count = [open(path, "rb")], 5  # magic, protocol, system info, the object, storage keys
-        with streams[0] as stream:
+            stream, count = open(path, "rb"), 5  # magic, protocol, system info, the object, storage keys
+        with stream:
             for _ in range(count):
-                for opcode, argument, _ in pickletools.genops(stream):
+                for opcode, argument, _position in pickletools.genops(stream):
                     if opcode.name in ("GLOBAL", "INST") and isinstance(argument, str):
-                        module, _, name = argument.partition(" ")
+                        module, _space, name = argument.partition(" ")
                         names.append(f"{_compat_pickle.IMPORT_MAPPING.get(module, module)}.{name}")
     except (ValueError, OSError, StopIteration, zipfile.BadZipFile):
         pass

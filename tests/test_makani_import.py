@@ -383,8 +383,9 @@ def test_pickle_whose_payload_would_create_a_file_is_refused_and_creates_nothing
     assert not marker.exists() and not (tmp_path / "ck").exists()
 
 
-def test_class_outside_the_allowlist_is_refused_with_its_name(tmp_path):
-    package = make_package(tmp_path, params=lambda p: setattr(p, "cli_args", argparse.Namespace(rank=0)))
+@pytest.mark.parametrize("layout", ["flexible", "legacy"])
+def test_class_outside_the_allowlist_is_refused_with_its_name(tmp_path, layout):
+    package = make_package(tmp_path, layout=layout, params=lambda p: setattr(p, "cli_args", argparse.Namespace(rank=0)))
     with pytest.raises(CheckpointError, match=r"refused.*argparse\.Namespace"):
         import_package(package, tmp_path / "ck")
 
