@@ -62,8 +62,12 @@ ARITHMETIC_SETTINGS = {
     "normalization": ("zscore", ("zscore",)),  # minmax/none normalise the state with other statistics
     "target": ("default", ("default",)),  # "residual": the network predicts a (scaled) tendency
     "n_history": (0, (0,)),
-    "history_normalization_mode": ("none", ("none",)),  # exponential/mean/timediff re-normalise every input
+    # exponential and mean re-normalise every input by its own spatial statistics; makani v0.1.0 treats any
+    # value but "none" and "timediff" (None included) that way; "timediff" is refused too, as the issue asks
+    "history_normalization_mode": ("none", ("none",)),
 }
+#: settings compared exactly (``None`` or "None" is not "none" for them)
+STRICT_SETTINGS = ("history_normalization_mode",)
 
 #: settings that change only parallelism, memory, precision during training or the training itself: accepted
 #: whatever their value (makani v0.1.0 does not read ``mlp_mode`` at all)
@@ -152,6 +156,11 @@ def check_supported(root: Path, config: dict, report: bool = False) -> None:
         log.warning("config.json has no nettype: reading it as an SFNO (the weights are checked against one)")
     for key, (default, allowed) in ARITHMETIC_SETTINGS.items():
         value = config.get(key, default)
+        if key in STRICT_SETTINGS:
+            if value not in allowed:
+                _fail(root, f"makani setting {key}={value!r} changes the network's arithmetic and is not implemented "
+                            f"(supported: {list(allowed)})")
+            continue
         if _none_like(value) and any(_none_like(a) for a in allowed):
             continue
         if not any(_same(value, a) for a in allowed):

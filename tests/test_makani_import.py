@@ -280,6 +280,8 @@ def test_later_makani_filter_layout_imports_to_the_same_weights(tmp_path, import
 @pytest.mark.parametrize("key, value", [
     ("history_normalization_mode", "exponential"),
     ("history_normalization_mode", "mean"),
+    ("history_normalization_mode", "timediff"),
+    ("history_normalization_mode", None),  # makani v0.1.0 normalises unless the value is "none" (or timediff)
     ("filter_type", "non-linear"),
     ("pos_embed", "direct"),
     ("target", "residual"),
