@@ -15,7 +15,7 @@ one small buffer per thread, whatever M. Moment scores (mean, spread, bias, RMSE
 reduce members block by block and accept any member chunking.
 """
 
-from forecast.verify._common import (GLOBAL, NH_EXTRATROPICS, REGIONS, SH_EXTRATROPICS, TROPICS, Region, align_truth,
+from forecast.verify._common import (GLOBAL, NH_EXTRATROPICS, REGIONS, SH_EXTRATROPICS, TROPICS, Region,
                                      latitude_weights, reduce_mean, reduce_sum)
 from forecast.verify._crps import crps, crps_pair, crps_skill_score, twcrps
 from forecast.verify._moments import (best_member_rmse, ensemble_mean_bias, ensemble_mean_rmse, ensemble_spread,
@@ -24,6 +24,8 @@ from forecast.verify._probability import (brier_score, climatological_thresholds
                                           exceedance_probability, extreme_forecast_index, reliability)
 from forecast.verify._ranks import (outlier_fraction, rank_histogram, rank_histogram_flatness,
                                     satisfactory_ensemble_size, truth_rank)
+from forecast.verify._truth import (align_truth, as_system_forecast, forecast_renames, forecast_truth, parse_dims,
+                                    valid_time_truth)
 
 _mean = reduce_mean  # the name the first scores used
 
@@ -33,5 +35,6 @@ __all__ = [
     "sigma_exceedance_counts", "best_member_rmse", "extreme_forecast_index", "satisfactory_ensemble_size",
     "ensemble_mean_bias", "rank_histogram_flatness", "climatological_thresholds", "truth_rank", "crps_pair",
     "latitude_weights", "align_truth", "reduce_mean", "reduce_sum", "Region", "REGIONS", "GLOBAL",
-    "NH_EXTRATROPICS", "TROPICS", "SH_EXTRATROPICS",
+    "NH_EXTRATROPICS", "TROPICS", "SH_EXTRATROPICS", "as_system_forecast", "forecast_renames",
+    "forecast_truth", "parse_dims", "valid_time_truth",
 ]
