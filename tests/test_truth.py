@@ -172,3 +172,130 @@ def test_foreign_forecast_dimension_names(mock):
         verify.align_truth(forecast, truth, dims={"member": "ensemble", "init_time": "time"})
     with pytest.raises(ValueError, match="must read ROLE=NAME"):
         verify.parse_dims("members=ensemble")
+
+
+# -- the command line on the planet's own ensemble store ----------------------------------------------
+def assert_one_line_error(result, code, *words):
+    lines = result.error_lines
+    assert result.returncode == code, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("forecast: error: "), result.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+def score(processes, store, truth, out, *extra):
+    return processes.run("-q", "score", store, "--truth", truth, "--out", out, "--workers", "1", *extra)
+
+
+@pytest.fixture(scope="module")
+def planet(tiny_world, forecast_processes, tmp_path_factory):
+    """The tiny world's ensemble store, its nature run, and its scores against the nature run."""
+    folder = tmp_path_factory.mktemp("truth")
+    store = folder / "ensemble.zarr"
+    result = forecast_processes.run("-q", "run", TINY, "--workdir", tiny_world.paths.workdir, f"paths.store={store}")
+    assert result.returncode == 0, result.stderr
+    nature = tiny_world.paths.resolve("nature")
+    result = score(forecast_processes, store, nature, folder / "nature-scores")
+    assert result.returncode == 0, result.stderr
+    return store, nature, xr.open_dataset(folder / "nature-scores" / "scores.nc").load()
+
+
+def test_scores_from_a_weatherbench2_netcdf_equal_those_from_the_nature_run(planet, forecast_processes, tmp_path):
+    store, nature, reference = planet
+    truth = tmp_path / "era5.nc"
+    weatherbench2(xr.open_zarr(nature, consolidated=False).load()).to_netcdf(truth)
+    result = score(forecast_processes, store, truth, tmp_path / "scores")
+    assert result.returncode == 0, result.stderr
+    scores = xr.open_dataset(tmp_path / "scores" / "scores.nc").load()
+    assert sorted(scores["channel"].values) == ["tcwv", "u500", "v500", "z500"]
+    xr.testing.assert_identical(scores, reference)
+
+
+def test_a_truth_without_a_channel_scores_the_others_and_warns(planet, tmp_path, caplog):
+    from forecast.scores import open_ensemble, open_truth, score_ensemble
+
+    store, nature, reference = planet
+    truth = tmp_path / "era5.nc"
+    weatherbench2(xr.open_zarr(nature, consolidated=False).load()).drop_vars("total_column_water_vapour").to_netcdf(truth)
+    with caplog.at_level(logging.WARNING):
+        lazy = score_ensemble(open_ensemble(store), open_truth(truth))
+    assert "lacks channel(s) ['tcwv']; they are not scored" in caplog.text
+    assert sorted(lazy["channel"].values) == ["u500", "v500", "z500"]
+    crps = lazy["crps"].compute(scheduler="synchronous")
+    xr.testing.assert_allclose(crps, reference["crps"].sel(channel=crps["channel"].values), rtol=1e-6)
+
+
+def test_a_truth_on_another_grid_is_refused_before_anything_is_written(planet, forecast_processes, tmp_path):
+    from forecast.scores import open_ensemble, score_ensemble
+
+    store, nature, reference = planet
+    coarse = tmp_path / "coarse.zarr"
+    xr.open_zarr(nature, consolidated=False).isel(lat=slice(None, None, 2), lon=slice(None, None, 2)).to_zarr(coarse)
+    result = score(forecast_processes, store, coarse, tmp_path / "scores")
+    assert_one_line_error(result, 2, "grid 9x16 (lat 90..-90, lon 0..337.5)", "forecast grid 17x32", "--regrid")
+    assert not (tmp_path / "scores").exists()
+    lazy = score_ensemble(open_ensemble(store), xr.open_zarr(coarse), regrid=True, climate=False)
+    rmse = lazy["ensemble_mean_rmse"].compute(scheduler="synchronous")
+    assert np.isfinite(rmse).all() and not rmse.equals(reference["ensemble_mean_rmse"])  # regridded truth differs
+
+
+def test_a_truth_that_does_not_fit_is_refused_in_one_line(planet, forecast_processes, tmp_path):
+    store, nature, _ = planet
+    truth = xr.open_zarr(nature, consolidated=False).load()
+    ensemble = tmp_path / "ensemble-truth.nc"
+    xr.concat([truth, truth], dim="number").to_netcdf(ensemble)
+    assert_one_line_error(score(forecast_processes, store, ensemble, tmp_path / "a"), 2, "extra dimension 'number'")
+    short = tmp_path / "short.nc"
+    truth.isel(time=slice(0, 40)).to_netcdf(short)
+    assert_one_line_error(score(forecast_processes, store, short, tmp_path / "b"), 2, "truth lacks", "valid time(s)")
+    assert_one_line_error(score(forecast_processes, store, tmp_path / "absent.nc", tmp_path / "c"), 2, "does not exist")
+
+
+@pytest.mark.parametrize("layout", ["earth2studio", "weatherbench2"])
+def test_a_store_another_tool_wrote_is_scored_when_told_its_dimension_names(planet, forecast_processes, tmp_path,
+                                                                             layout):
+    store, nature, reference = planet
+    ours = xr.open_zarr(store, consolidated=False)
+    foreign = ours[[str(v) for v in ours.data_vars if "member" in ours[v].dims]]
+    foreign = foreign.drop_vars([c for c in foreign.coords if c not in foreign.dims]).load()
+    foreign.attrs = {}
+    if layout == "earth2studio":
+        foreign = foreign.rename(member="ensemble", init_time="time")
+        dims = "member=ensemble,init_time=time"
+    else:  # latitudes ascending, longitudes -180..180
+        foreign = foreign.rename(member="realization", init_time="time", lead_time="prediction_timedelta",
+                                 lat="latitude", lon="longitude").isel(latitude=slice(None, None, -1))
+        foreign = foreign.assign_coords(longitude=np.where(foreign["longitude"] >= 180, foreign["longitude"] - 360,
+                                                           foreign["longitude"])).sortby("longitude")
+        dims = "member=realization,init_time=time,lead_time=prediction_timedelta"
+    for variable in foreign.variables.values():
+        variable.encoding = {}
+    path = tmp_path / f"{layout}.zarr"
+    foreign.to_zarr(path, zarr_format=2, consolidated=True)
+    assert_one_line_error(score(forecast_processes, path, nature, tmp_path / "x"), 3, "no dimension for 'member'",
+                          "name them (--dims")
+    names = ["crps", "ensemble_mean_rmse", "spread_skill_ratio", "crps_skill_score", "brier_score"]
+    if layout == "earth2studio":  # the command line, end to end
+        result = score(forecast_processes, path, nature, tmp_path / "scores", "--dims", dims)
+        assert result.returncode == 0, result.stderr
+        scores = xr.open_dataset(tmp_path / "scores" / "scores.nc").load()
+    else:  # the library (a few scores, to keep the test short)
+        from forecast.scores import open_ensemble, open_truth, score_ensemble
+
+        lazy = score_ensemble(open_ensemble(path, dims=verify.parse_dims(dims)), open_truth(nature))
+        scores = lazy[names].compute(scheduler="synchronous")
+    for name in names:
+        xr.testing.assert_allclose(scores[name], reference[name], rtol=1e-5)
+    assert "control_rmse" not in scores  # no member plan, so no control member
+
+
+def test_a_store_it_cannot_understand_is_refused_in_one_line(planet, forecast_processes, tmp_path):
+    store, nature, _ = planet
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "notes.txt").write_text("not a store")
+    assert_one_line_error(score(forecast_processes, tmp_path / "junk", nature, tmp_path / "a"), 3,
+                          "is not a readable Zarr store")
+    assert_one_line_error(score(forecast_processes, nature, nature, tmp_path / "b"), 3,
+                          "no dimension for 'member', 'init_time', 'lead_time'")
+    assert_one_line_error(score(forecast_processes, store, nature, tmp_path / "c", "--dims", "members=ensemble"), 2,
+                          "must read ROLE=NAME")

@@ -78,7 +78,7 @@ def forecast_renames(dims_present, dims: dict | None = None) -> dict:
               for role in FORECAST_DIMS for name in [dims.get(role, role)] if name not in present]
     if absent:
         raise ValueError(f"the forecast has no dimension for {', '.join(absent)} (its dimensions: {present}); "
-                         "name them, e.g. dims member=ensemble,init_time=time")
+                         "name them (--dims, or dims=), e.g. member=ensemble,init_time=time")
     return renames
 
 
