@@ -77,7 +77,8 @@ def open_ensemble(path, chunk_bytes: int = 64 << 20, dims: dict | None = None) -
     """Open a store lazily in Dask chunks from :func:`ensemble_chunks` (all members per chunk).
 
     ``dims`` names the dimensions of a store another tool wrote (the system's name -> the store's, e.g.
-    ``{"member": "ensemble", "init_time": "time"}``); the store is returned with the system's names.
+    ``{"member": "ensemble", "init_time": "time"}``); the store is returned with the system's names, its
+    variables in ERA5 layout names (``geopotential`` over ``level``) as our channels.
     A path that is no Zarr store, or a store without a needed dimension, raises a ``StoreError`` naming it.
     """
     plain, renames = _open_foreign(path, dims)
@@ -91,7 +92,8 @@ def open_ensemble(path, chunk_bytes: int = 64 << 20, dims: dict | None = None) -
     theirs = {ours: theirs for theirs, ours in renames.items()}
     opened = xr.open_zarr(str(path), consolidated=False if schema else None,
                           chunks={theirs.get(d, d): n for d, n in chunks.items()})
-    return opened.rename(renames)
+    opened = opened.rename(renames)
+    return opened if schema else verify.forecast_channels(opened)  # ERA5 layout names -> our channels
 
 
 def _open_foreign(path, dims: dict | None):
@@ -156,7 +158,7 @@ def scoring_truth(forecast: xr.Dataset, truth: xr.Dataset, regrid: bool = False,
     are left out with a warning; the fields keep the truth's whole time axis (its climate).
     """
     schema = _schema(forecast)
-    fields = [v for v, da in forecast.data_vars.items() if {"member", "init_time", "lead_time", "lat", "lon"} <= set(da.dims)]
+    fields = [v for v, da in forecast.data_vars.items() if set(verify.FORECAST_DIMS) <= set(da.dims)]
     order = list(schema.channels if schema else ()) + sorted(fields)  # the model's order first
     channels = [c for c in dict.fromkeys(order) if c in fields]
     if not channels:

@@ -71,11 +71,18 @@ def test_align_truth_takes_each_valid_time_out_of_a_longer_truth(mock):
     assert dict(aligned.sizes) == {"init_time": 2, "lead_time": 3, "lat": 17, "lon": 32}
 
 
-def test_align_truth_reads_a_weatherbench2_truth_like_the_nature_run(mock):
+def cds(era5: xr.Dataset) -> xr.Dataset:
+    """A WeatherBench2 dataset renamed as the 2024+ CDS netCDF names it."""
+    names = {"geopotential": "z", "u_component_of_wind": "u", "v_component_of_wind": "v",
+             "total_column_water_vapour": "tcwv", "2m_temperature": "t2m"}
+    return era5.rename({k: v for k, v in names.items() if k in era5}).rename(time="valid_time", level="pressure_level")
+
+
+def test_align_truth_reads_weatherbench2_and_cds_truths_like_the_nature_run(mock):
     forecast, truth = mock
     reference = verify.align_truth(forecast, truth)
-    for lon_180 in (True, False):
-        aligned = verify.align_truth(forecast, weatherbench2(truth, lon_180=lon_180))
+    for era5 in (weatherbench2(truth), weatherbench2(truth, lon_180=False), cds(weatherbench2(truth))):
+        aligned = verify.align_truth(forecast, era5)
         xr.testing.assert_equal(aligned[sorted(aligned.data_vars)], reference[sorted(reference.data_vars)])
 
 
@@ -102,7 +109,8 @@ def test_a_truth_with_its_own_time_axis_is_refused_by_the_scores_not_broadcast(m
 def test_a_truth_short_of_valid_times_names_the_first_missing_one(mock):
     forecast, truth = mock
     short = truth.isel(time=slice(None, -2))
-    with pytest.raises(DataError, match=r"truth lacks 2 valid time\(s\), first 2001-01-02T06:00 \(it covers 2000-12-02T00:00 to 2001-01-02T00:00\)"):
+    covers = r"\(it covers 2000-12-02T00:00 to 2001-01-02T00:00\)"
+    with pytest.raises(DataError, match=r"truth lacks 2 valid time\(s\), first 2001-01-02T06:00 " + covers):
         verify.align_truth(forecast, short)
 
 
@@ -170,6 +178,8 @@ def test_foreign_forecast_dimension_names(mock):
     np.testing.assert_array_equal(aligned["z500"].values, reference["z500"].values)
     with pytest.raises(ValueError, match=r"no dimension for member \('ensemble'\), init_time \('time'\)"):
         verify.align_truth(forecast, truth, dims={"member": "ensemble", "init_time": "time"})
+    mean = forecast.mean("member")  # a forecast without members (an ensemble mean) aligns as well
+    np.testing.assert_array_equal(verify.align_truth(mean, truth)["z500"].values, reference["z500"].values)
     with pytest.raises(ValueError, match="must read ROLE=NAME"):
         verify.parse_dims("members=ensemble")
 
@@ -216,7 +226,8 @@ def test_a_truth_without_a_channel_scores_the_others_and_warns(planet, tmp_path,
 
     store, nature, reference = planet
     truth = tmp_path / "era5.nc"
-    weatherbench2(xr.open_zarr(nature, consolidated=False).load()).drop_vars("total_column_water_vapour").to_netcdf(truth)
+    era5 = weatherbench2(xr.open_zarr(nature, consolidated=False).load())
+    era5.drop_vars("total_column_water_vapour").to_netcdf(truth)
     with caplog.at_level(logging.WARNING):
         lazy = score_ensemble(open_ensemble(store), open_truth(truth))
     assert "lacks channel(s) ['tcwv']; they are not scored" in caplog.text
@@ -267,6 +278,11 @@ def test_a_store_another_tool_wrote_is_scored_when_told_its_dimension_names(plan
                                  lat="latitude", lon="longitude").isel(latitude=slice(None, None, -1))
         foreign = foreign.assign_coords(longitude=np.where(foreign["longitude"] >= 180, foreign["longitude"] - 360,
                                                            foreign["longitude"])).sortby("longitude")
+        names = {"z500": "geopotential", "u500": "u_component_of_wind", "v500": "v_component_of_wind",
+                 "tcwv": "total_column_water_vapour"}  # pressure-level fields over a level dimension
+        foreign = foreign.rename(names)
+        for name in list(names.values())[:3]:
+            foreign[name] = foreign[name].expand_dims(level=[500], axis=3)
         dims = "member=realization,init_time=time,lead_time=prediction_timedelta"
     for variable in foreign.variables.values():
         variable.encoding = {}

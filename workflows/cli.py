@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   forecast score out/ensemble.zarr --truth out/planet/nature.zarr --out out/scores
   forecast import-checkpoint hens/sfno_linear_74chq_sc2_layers8_edim620_wstgl2-epoch70_seed102 checkpoints/hens-102
   forecast score big.zarr --truth era5.zarr --slurm 4 --slurm-queue cpu   # Dask workers in 4 Slurm jobs
+  forecast score e2s.zarr --truth era5_wb2.nc --dims member=ensemble,init_time=time   # a store earth2studio wrote
   forecast check out/ensemble.zarr                 # every finished member against its manifest checksum
   forecast nightly nightly.yaml                    # the cron cycle: newest start time, run, score, retention
 

@@ -24,8 +24,8 @@ from forecast.verify._probability import (brier_score, climatological_thresholds
                                           exceedance_probability, extreme_forecast_index, reliability)
 from forecast.verify._ranks import (outlier_fraction, rank_histogram, rank_histogram_flatness,
                                     satisfactory_ensemble_size, truth_rank)
-from forecast.verify._truth import (align_truth, as_system_forecast, forecast_renames, forecast_truth, parse_dims,
-                                    valid_time_truth)
+from forecast.verify._truth import (FORECAST_DIMS, align_truth, as_system_forecast, forecast_channels, forecast_renames,
+                                    forecast_truth, parse_dims, valid_time_truth)
 
 _mean = reduce_mean  # the name the first scores used
 
@@ -35,6 +35,6 @@ __all__ = [
     "sigma_exceedance_counts", "best_member_rmse", "extreme_forecast_index", "satisfactory_ensemble_size",
     "ensemble_mean_bias", "rank_histogram_flatness", "climatological_thresholds", "truth_rank", "crps_pair",
     "latitude_weights", "align_truth", "reduce_mean", "reduce_sum", "Region", "REGIONS", "GLOBAL",
-    "NH_EXTRATROPICS", "TROPICS", "SH_EXTRATROPICS", "as_system_forecast", "forecast_renames",
-    "forecast_truth", "parse_dims", "valid_time_truth",
+    "NH_EXTRATROPICS", "TROPICS", "SH_EXTRATROPICS", "as_system_forecast", "forecast_channels", "forecast_renames",
+    "forecast_truth", "parse_dims", "valid_time_truth", "FORECAST_DIMS",
 ]

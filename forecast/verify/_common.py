@@ -132,10 +132,10 @@ def check_truth_dims(forecast, truth) -> None:
     taken at the forecast's valid times) or naming latitude/longitude differently from the forecast.
 
     >>> f = xr.DataArray(np.zeros((2, 3)), dims=("member", "lat"))
-    >>> check_truth_dims(f, xr.DataArray(np.zeros((4, 3)), dims=("time", "lat")))
+    >>> check_truth_dims(f, xr.DataArray(np.zeros((4, 3)), dims=("time", "lat")))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: truth has its own time dimension 'time', which the forecast lacks (forecast dims ['member', 'lat']); take the truth at the forecast's valid times with verify.align_truth(forecast, truth) first
+    ValueError: truth has its own time dimension 'time', which the forecast lacks ...; take the truth at the ...
     """
     for dim in truth.dims:
         if dim in _TIME_DIMS and dim not in forecast.dims:

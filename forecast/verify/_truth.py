@@ -54,11 +54,12 @@ def parse_dims(text: str | None) -> dict:
     return dims
 
 
-def forecast_renames(dims_present, dims: dict | None = None) -> dict:
+def forecast_renames(dims_present, dims: dict | None = None, required=FORECAST_DIMS) -> dict:
     """``{their name: the system's name}`` for a forecast with dimensions ``dims_present``.
 
     ``dims`` maps roles (:data:`FORECAST_DIMS`) to the forecast's names; ``latitude``/``longitude``
-    are found without it. Raises ``ValueError`` naming a role the forecast lacks.
+    are found without it. Raises ``ValueError`` naming a ``required`` role (or one named in ``dims``)
+    the forecast lacks.
 
     >>> forecast_renames(["ensemble", "time", "lead_time", "lat", "lon"], {"member": "ensemble", "init_time": "time"})
     {'ensemble': 'member', 'time': 'init_time'}
@@ -75,17 +76,55 @@ def forecast_renames(dims_present, dims: dict | None = None) -> dict:
                 dims[role] = found[0]
     renames = {name: role for role, name in dims.items() if name != role}
     absent = [f"{role} ({name!r})" if name != role else repr(role)
-              for role in FORECAST_DIMS for name in [dims.get(role, role)] if name not in present]
+              for role in FORECAST_DIMS for name in [dims.get(role, role)]
+              if name not in present and (role in required or role in dims)]
     if absent:
         raise ValueError(f"the forecast has no dimension for {', '.join(absent)} (its dimensions: {present}); "
                          "name them (--dims, or dims=), e.g. member=ensemble,init_time=time")
     return renames
 
 
-def as_system_forecast(forecast, dims: dict | None = None):
+def as_system_forecast(forecast, dims: dict | None = None, required=FORECAST_DIMS):
     """The forecast with the system's dimension names, and the renames to undo it (their name <- ours)."""
-    renames = forecast_renames(forecast.dims, dims)
+    renames = forecast_renames(forecast.dims, dims, required)
     return forecast.rename(renames), {ours: theirs for theirs, ours in renames.items()}
+
+
+def forecast_channels(forecast: xr.Dataset) -> xr.Dataset:
+    """A forecast whose variables carry ERA5 layout names (WeatherBench2 ``geopotential`` over ``level``,
+    ``2m_temperature``; CDS ``z``, ``u10``) with one variable per channel in our names and units, through
+    the lexicon the ERA5 reader uses; variables named as we name channels are kept as they are.
+
+    >>> f = xr.Dataset({"geopotential": (("member", "level", "lat"), np.ones((2, 2, 3)), {"units": "m2 s-2"})},
+    ...                coords={"level": [500, 850]})
+    >>> sorted(forecast_channels(f).data_vars)
+    ['z500', 'z850']
+    """
+    from forecast.channels import channel_attrs
+    from forecast.lexicon import LEVEL_DIMS, LEVEL_NAMES, layout_meaning, level_in_hpa, units_conversion
+
+    level_short = {name: short for table in LEVEL_NAMES.values() for short, name in table.items()}
+    out = {}
+    for name, da in forecast.data_vars.items():
+        level = next((d for d in LEVEL_DIMS if d in da.dims), None)
+        if level and name in level_short:
+            hpa = level_in_hpa(forecast[level].values, forecast[level].attrs.get("units"))
+            pieces = {f"{level_short[name]}{int(p)}": da.isel({level: k}, drop=True)
+                      for k, p in enumerate(hpa) if float(p).is_integer()}
+        elif not level and layout_meaning(str(name)) not in (None, name):
+            pieces = {layout_meaning(str(name)): da}
+        else:
+            out[name] = da
+            continue
+        for channel, field in pieces.items():
+            try:
+                conversion = units_conversion(channel, field.attrs.get("units"))
+            except ValueError as error:
+                raise _data_error(f"forecast variable {name}: {error}") from None
+            if not conversion.identity:
+                field = field * conversion.scale + conversion.offset
+            out[channel] = field.assign_attrs(channel_attrs(channel))
+    return xr.Dataset(out, attrs=forecast.attrs)
 
 
 # -- truth fields -----------------------------------------------------------------------------------
@@ -207,7 +246,11 @@ def forecast_truth(forecast, truth, regrid: bool = False, name: str = "truth", t
     if isinstance(truth, xr.DataArray):
         fields = _rename_axes(truth, time_dim)
     else:
-        channels = list(forecast.data_vars) if isinstance(forecast, xr.Dataset) else [forecast.name]
+        if isinstance(forecast, xr.Dataset):  # the ensemble's fields, not statistics stored beside them
+            ensemble = "member" in forecast.dims
+            channels = [v for v, da in forecast.data_vars.items() if "member" in da.dims or not ensemble]
+        else:
+            channels = [forecast.name]
         fields, skipped = truth_fields(truth, channels, name, time_dim)
         if not fields.data_vars:
             reasons = "; ".join(dict.fromkeys(skipped.values()))
@@ -265,7 +308,8 @@ def align_truth(forecast, truth, time_dim: str = "time", chunk_bytes: int = 64 <
     Parameters
     ----------
     forecast : xarray.Dataset or DataArray
-        The ensemble; the system's dimension names, or others given in ``dims``.
+        The ensemble (or any forecast with ``init_time, lead_time, lat, lon``); the system's dimension
+        names, or others given in ``dims``.
     truth : xarray.Dataset or DataArray
         Nature run, analyses or reanalysis with a time axis (``time_dim``, or ``time``/``valid_time``)
         in any layout ``forecast run`` reads: the system's, WeatherBench2, ARCO-ERA5 or CDS; covering
@@ -287,7 +331,7 @@ def align_truth(forecast, truth, time_dim: str = "time", chunk_bytes: int = 64 <
     >>> y["z500"].dims, bool((y["z500"].isel(lead_time=1) == t["z500"].sel(time=f.valid_time[0, 1])).all())
     (('init_time', 'lead_time', 'lat', 'lon'), True)
     """
-    ours, back = as_system_forecast(forecast, dims)
+    ours, back = as_system_forecast(forecast, dims, required=("init_time", "lead_time", "lat", "lon"))
     on_grid = forecast_truth(ours, truth, regrid, name, time_dim)
     aligned = valid_time_truth(ours, on_grid, chunk_bytes, name)
     return aligned.rename({k: v for k, v in back.items() if k in aligned.dims or k in aligned.coords})
