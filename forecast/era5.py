@@ -211,7 +211,9 @@ def _channel(ds, channel, layout, levels, name):
                                 f"levels are {shown}")
             da = da.isel(level=int(match[0]), drop=True)
         elif "level" in da.dims:
-            continue
+            if da.sizes["level"] != 1:
+                continue
+            da = da.isel(level=0, drop=True)  # a surface field written over a one-value level axis
         da = _squeeze_extra_dims(da, name, variable)
         if not np.issubdtype(da.dtype, np.floating):
             raise DataError(f"{name}: variable {variable} has dtype {da.dtype}; a floating-point field is required")

@@ -166,7 +166,8 @@ def scoring_truth(forecast: xr.Dataset, truth: xr.Dataset, regrid: bool = False,
                          f"(variables {list(forecast.data_vars)})")
     on_grid = verify.forecast_truth(forecast[channels], truth, regrid, name)
     channels = [c for c in channels if c in on_grid.data_vars]
-    on_grid = on_grid[channels]
+    # in the forecast's precision: a float64 copy of float32 fields scores exactly as the float32 original
+    on_grid = on_grid[channels].assign({c: on_grid[c].astype(forecast[c].dtype) for c in channels})
     aligned = verify.valid_time_truth(forecast[channels], on_grid, name=name)
     if forecast.chunks:
         aligned = aligned.chunk({d: forecast.chunksizes[d] for d in aligned.dims if d in forecast.chunksizes})

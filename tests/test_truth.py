@@ -315,3 +315,15 @@ def test_a_store_it_cannot_understand_is_refused_in_one_line(planet, forecast_pr
                           "no dimension for 'member', 'init_time', 'lead_time'")
     assert_one_line_error(score(forecast_processes, store, nature, tmp_path / "c", "--dims", "members=ensemble"), 2,
                           "must read ROLE=NAME")
+
+
+def test_scores_do_not_depend_on_the_truth_file_precision_or_a_one_value_level_axis(mock):
+    from forecast.scores import score_ensemble
+
+    forecast, truth = mock
+    era5 = weatherbench2(truth, levels=(500,)).astype(np.float64)
+    era5["total_column_water_vapour"] = era5["total_column_water_vapour"].expand_dims(level=[500], axis=1)
+    reference = score_ensemble(forecast, truth).compute(scheduler="synchronous")
+    scores = score_ensemble(forecast, era5).compute(scheduler="synchronous")
+    assert sorted(scores["channel"].values) == ["tcwv", "u500", "z500"]
+    xr.testing.assert_equal(scores, reference)
