@@ -8,6 +8,11 @@ includes ``lat`` the mean is area-weighted with cell-area (cos-latitude) weights
 separately over each region and adds a ``region`` dimension. Points where the truth is NaN are NaN
 pointwise and left out of means; NaN members are left out where a score can do without them.
 
+Truth: :func:`align_truth` takes a truth in any layout ``forecast run`` reads (the planet's, WeatherBench2,
+ARCO-ERA5, CDS) to the forecast's grid and valid times, and stores other tools wrote are scored when their
+dimension names are given (``dims``); the scores refuse a truth that would broadcast instead of align
+(its own ``time`` axis, ``latitude`` against ``lat``). See ``docs/truth.md``.
+
 Memory: scores that need all members of a point together (CRPS, twCRPS, ranks, quantiles, EFI, the
 satisfactory ensemble size) ask Dask for chunks spanning all members over a tile of points and walk
 each chunk in blocks of points (``_kernels.over_members``), so working memory is about one chunk plus
