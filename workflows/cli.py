@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   forecast score out/ensemble.zarr --truth out/planet/nature.zarr --out out/scores
   forecast import-checkpoint hens/sfno_linear_74chq_sc2_layers8_edim620_wstgl2-epoch70_seed102 checkpoints/hens-102
   forecast score big.zarr --truth era5.zarr --slurm 4 --slurm-queue cpu   # Dask workers in 4 Slurm jobs
+  forecast score e2s.zarr --truth era5_wb2.nc --dims member=ensemble,init_time=time   # a store earth2studio wrote
   forecast check out/ensemble.zarr                 # every finished member against its manifest checksum
   forecast nightly nightly.yaml                    # the cron cycle: newest start time, run, score, retention
 
@@ -67,7 +68,7 @@ def cmd_score(args):
 
     from workflows.recipes import score_store
 
-    from forecast.verify import Region
+    from forecast.verify import Region, parse_dims
     from workflows.cluster import SlurmOptions
 
     out = args.out or str(Path(args.store).with_suffix("")) + "-scores"
@@ -78,7 +79,8 @@ def cmd_score(args):
                              account=args.slurm_account or "")
     regions = [Region.parse(text) for text in args.region or []]
     report = score_store(args.store, args.truth, out, workers=args.workers, scheduler=args.scheduler or "", slurm=slurm,
-                         regions=regions, chunk_mb=args.chunk_mb, worker_memory=args.worker_memory or "")
+                         regions=regions, chunk_mb=args.chunk_mb, worker_memory=args.worker_memory or "",
+                         regrid=args.regrid, dims=parse_dims(args.dims))
     print(f"report: {report}")
 
 
@@ -157,7 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check)
     score = sub.add_parser("score", help="score an ensemble store against the truth and write a report")
     score.add_argument("store", help="ensemble Zarr store")
-    score.add_argument("--truth", required=True, help="truth dataset (Zarr or netCDF with a time dimension)")
+    score.add_argument("--truth", required=True, help="truth: Zarr or netCDF in any layout `run` reads (planet, "
+                       "WeatherBench2, ARCO-ERA5, CDS); more times or a larger area are cut to the forecast's")
+    score.add_argument("--regrid", action="store_true", help="regrid a truth on another grid to the forecast's "
+                       "(as data.regrid does for runs); without it such a truth is refused")
+    score.add_argument("--dims", metavar="ROLE=NAME,...", help="dimension names of a store another tool wrote, "
+                       "e.g. member=ensemble,init_time=time (roles: member, init_time, lead_time, lat, lon)")
     score.add_argument("--out", help="output folder (default: STORE-scores)")
     score.add_argument("--workers", type=int, default=0, help="local Dask workers (default: one per core)")
     score.add_argument("--scheduler", help="address of a running Dask scheduler instead of a local cluster")

@@ -195,28 +195,29 @@ def run_ensemble(config: Config, members: str | None = None, init_times: str | N
 
 # -- scoring --------------------------------------------------------------------------------------
 def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: str = "", slurm=None, regions=(),
-                chunk_mb: float = 64, worker_memory: str = "") -> Path:
+                chunk_mb: float = 64, worker_memory: str = "", regrid: bool = False, dims: dict | None = None) -> Path:
     """Score an ensemble store against the truth on Dask; write ``scores.nc`` and the report.
 
-    The cluster is ``scheduler`` (an address), else Slurm jobs (``slurm``: a
-    :class:`workflows.cluster.SlurmOptions`), else a local cluster of ``workers`` processes (default: one per
-    core). ``regions`` adds user boxes (:class:`forecast.verify.Region`) to the standard four. Progress is a bar
-    on a terminal and a log line per finished score otherwise.
+    The truth is a Zarr store or netCDF file in any layout ``forecast run`` reads (the planet's,
+    WeatherBench2, ARCO-ERA5, CDS); a truth on another grid is regridded only with ``regrid``. ``dims``
+    names the dimensions of a store another tool wrote (:func:`forecast.verify.parse_dims`). The cluster
+    is ``scheduler`` (an address), else Slurm jobs (``slurm``: a :class:`workflows.cluster.SlurmOptions`),
+    else a local cluster of ``workers`` processes (default: one per core). ``regions`` adds user boxes
+    (:class:`forecast.verify.Region`) to the standard four. Progress is a bar on a terminal and a log line
+    per finished score otherwise. Store, truth and their fit are checked before anything is written.
     """
-    import xarray as xr
-
     from forecast import verify
-    from forecast.scores import open_ensemble, score_ensemble
+    from forecast.scores import open_ensemble, open_truth, score_ensemble
     from workflows.cluster import LOCAL_WORKER_MEMORY, dask_client
     from workflows.report import write_report
 
     out_dir = Path(out_dir)
+    forecast = open_ensemble(store_path, chunk_bytes=int(chunk_mb * 2**20), dims=dims)
+    lazy = score_ensemble(forecast, open_truth(truth_path), regions=tuple(verify.REGIONS) + tuple(regions),
+                          regrid=regrid)
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-    forecast = open_ensemble(store_path, chunk_bytes=int(chunk_mb * 2**20))
-    truth = xr.open_zarr(str(truth_path), consolidated=False)
     began = time.perf_counter()
     with dask_client(workers or available_cores(), scheduler, slurm, worker_memory or LOCAL_WORKER_MEMORY) as client:
-        lazy = score_ensemble(forecast, truth, regions=tuple(verify.REGIONS) + tuple(regions))
         scores = _compute_with_progress(client, lazy)
     log.info("score: %s scored in %.1f s", store_path, time.perf_counter() - began)
     tmp = out_dir / "scores.nc.partial"
