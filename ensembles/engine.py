@@ -190,7 +190,7 @@ class EnsembleEngine:
         counts = {"blocks_run": 0, "blocks_skipped": 0, "member_steps": 0}
         began = time.perf_counter()
         blocks = self.rank_blocks(start, stop, rank, world)
-        with _Sink(store, self.writer_threads) as sink:  # drained on exit: every block is finished
+        with _Sink(store, self.writer_threads, self.device) as sink:  # drained on exit: every block is finished
             for checkpoint, group in groupby(blocks, key=lambda b: self.plan.member(b[0]).checkpoint):
                 group = list(group)
                 model = None
@@ -215,6 +215,8 @@ class EnsembleEngine:
             for i in init_indices:
                 self.finalise_statistics(store, i)
         counts["seconds"] = time.perf_counter() - began
+        counts["output_wait_seconds"] = sink.waited
+        self.output_timeline = sink.timeline
         return counts
 
     def _run_group(self, model, store, sink, init_index: int, pending) -> None:
@@ -396,21 +398,32 @@ def _to_numpy(state) -> np.ndarray:
 class _Sink:
     """One ordered worker thread for per-lead host work, plus a pool of writer threads for Zarr writes.
 
-    At most ``2 * writers + 2`` items are in flight, which bounds host memory.
+    At most ``2 * writers + 2`` items are in flight, which bounds host memory. ``waited`` is the time the
+    model loop spent blocked on a full queue after the GPU's queued work finished (the GPU waiting on
+    output); ``timeline`` holds ``(time, waited so far)`` after each submission, for windows of it.
     """
 
-    def __init__(self, store: EnsembleStore, writers: int):
+    def __init__(self, store: EnsembleStore, writers: int, device: str = "cpu"):
         self.store = store
+        self.device, self.cuda = device, device.startswith("cuda")
         self.ordered = ThreadPoolExecutor(1, thread_name_prefix="sink")
         self.pool = ThreadPoolExecutor(max(1, writers), thread_name_prefix="writer") if writers > 0 else None
         self.limit = 2 * max(1, writers) + 2
         self.items: deque = deque()
         self.writes: deque = deque()
+        self.waited = 0.0
+        self.timeline: list[tuple[float, float]] = []
 
     def submit(self, func, *args) -> None:
         self.items.append(self.ordered.submit(func, *args, self))
+        if self.cuda and len(self.items) > self.limit:
+            torch.cuda.synchronize(self.device)  # the GPU finishes its queued work: the wait below is idle GPU
+        began = time.perf_counter()
         while len(self.items) > self.limit:
             self.items.popleft().result()
+        now = time.perf_counter()
+        self.waited += now - began
+        self.timeline.append((now, self.waited))
 
     def write(self, *args) -> None:  # called from the sink thread
         if self.pool is None:
