@@ -357,8 +357,9 @@ def auto_batch_size(checkpoint, device: str, grid_shape: tuple[int, int], cpu_de
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
-    with torch.inference_mode():
-        model.step(torch.zeros((1, len(model.card.channels), *grid_shape), device=device), None)
+    valid_time = np.datetime64("2000-01-01T00", "ns") if getattr(model, "needs_time", False) else None
+    with torch.inference_mode():  # cos-zenith models need a valid time (any one: the memory is the same)
+        model.step(torch.zeros((1, len(model.card.channels), *grid_shape), device=device), None, time=valid_time)
     per_member = max(1, torch.cuda.max_memory_allocated(device) - before)
     free, _ = torch.cuda.mem_get_info(device)
     del model

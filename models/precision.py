@@ -28,11 +28,13 @@ log = logging.getLogger(__name__)
 CUBLAS_WORKSPACE = ":4096:8"
 
 
-def set_numerical_mode(deterministic: bool, device: str | torch.device, environ=None) -> dict:
+def set_numerical_mode(deterministic: bool, device: str | torch.device, environ=None, warn_only: bool = False) -> dict:
     """Apply the deterministic or the fast GPU mode to this process; returns what was set.
 
     Call it before the first CUDA operation (the engine and training do it before loading a model).
-    On a CPU ``device`` it sets nothing and returns ``{}``.
+    On a CPU ``device`` it sets nothing and returns ``{}``. ``warn_only``: an operation without a
+    deterministic kernel warns instead of raising (training: some backward kernels have none, and DDP's
+    gradient sums are not bit-reproducible anyway; ensembles raise).
 
     >>> set_numerical_mode(True, "cpu")
     {}
@@ -45,7 +47,7 @@ def set_numerical_mode(deterministic: bool, device: str | torch.device, environ=
             if torch.cuda.is_initialized():
                 log.warning("CUBLAS_WORKSPACE_CONFIG set after CUDA started: cuBLAS may not be deterministic")
             env["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
-    torch.use_deterministic_algorithms(deterministic)
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
     torch.backends.cuda.matmul.allow_tf32 = not deterministic
     torch.backends.cudnn.allow_tf32 = not deterministic
     torch.backends.cudnn.benchmark = not deterministic

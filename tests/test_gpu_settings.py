@@ -3,6 +3,7 @@
 The GPU measurements themselves are ``bench/gpu_check.py`` (docs/gpu.md); its CPU run is tested here too.
 """
 
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -19,7 +20,8 @@ no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks what happe
 
 
 def _kernel_settings():
-    return (torch.are_deterministic_algorithms_enabled(), torch.backends.cuda.matmul.allow_tf32,
+    return (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cuda.matmul.allow_tf32,
             torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
             torch.get_float32_matmul_precision())
 
@@ -28,8 +30,8 @@ def _kernel_settings():
 def restored_kernel_settings():
     before = _kernel_settings()
     yield
-    deterministic, matmul, cudnn_tf32, benchmark, cudnn_deterministic, precision = before
-    torch.use_deterministic_algorithms(deterministic)
+    deterministic, warn_only, matmul, cudnn_tf32, benchmark, cudnn_deterministic, precision = before
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
     torch.backends.cuda.matmul.allow_tf32 = matmul
     torch.backends.cudnn.allow_tf32 = cudnn_tf32
     torch.backends.cudnn.benchmark = benchmark
@@ -41,15 +43,20 @@ def test_deterministic_mode_fixes_the_gpu_kernels(restored_kernel_settings):
     env = {}
     settings = set_numerical_mode(True, "cuda:0", environ=env)
     assert env["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
-    assert _kernel_settings() == (True, False, False, False, True, "highest")
+    assert _kernel_settings() == (True, False, False, False, False, True, "highest")
     assert settings["deterministic_algorithms"] and not settings["tf32"]
+
+
+def test_training_warns_where_a_kernel_has_no_deterministic_variant(restored_kernel_settings):
+    set_numerical_mode(True, "cuda:0", environ={}, warn_only=True)
+    assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
 
 
 def test_fast_mode_allows_tf32_and_autotuning(restored_kernel_settings):
     env = {}
     set_numerical_mode(False, "cuda", environ=env)
     assert "CUBLAS_WORKSPACE_CONFIG" not in env
-    assert _kernel_settings() == (False, True, True, True, False, "high")
+    assert _kernel_settings() == (False, False, True, True, True, False, "high")
 
 
 def test_a_users_cublas_setting_is_kept(restored_kernel_settings):
@@ -156,3 +163,20 @@ def test_a_gpu_rank_that_never_sees_the_store_says_why(tmp_path):
         resolve_batch_size("auto", tmp_path / "missing.zarr", measure=lambda: 99, device="cuda:0", rank=2,
                            wait_seconds=0.1, poll_seconds=0.02)
     assert resolve_batch_size("auto", tmp_path / "missing.zarr", measure=lambda: 8, device="cpu", rank=2) == 8
+
+
+def test_gpu_check_runs_on_the_cpu_at_tiny_size(tmp_path, capsys):
+    """Rows 4-6 of bench/gpu_check.py (rows 1-3 repeat the engine, regeneration and two-rank tests)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("gpu_check", Path(__file__).parents[1] / "bench" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = gpu_check  # dataclasses look their module up
+    spec.loader.exec_module(gpu_check)
+    assert gpu_check.main(["--device", "cpu", "--tiny", "--skip", "1,2,3", "--workdir", str(tmp_path / "w")]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [r.split("|")[1].strip() for r in rows] == ["4", "5", "6"]
+    assert "batch auto 8" in rows[0] and "output wait" in rows[0] and "relative RMS bf16 - fp32: step 1" in rows[1]
+    assert not (tmp_path / "w").exists()  # the work folder is removed

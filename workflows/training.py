@@ -105,7 +105,7 @@ def training_device(section: TrainSection, local_rank: int) -> str:
         device = device_for(section.device, local_rank)
     except ValueError as error:
         raise ConfigError(f"train.device: {error}") from None
-    set_numerical_mode(section.deterministic, device)
+    set_numerical_mode(section.deterministic, device, warn_only=True)
     return device
 
 
