@@ -216,19 +216,6 @@ def build_model(card: ModelCard) -> nn.Module:
     raise CheckpointError(f"no builder for model family {card.family!r}")
 
 
-def _build_on(card: ModelCard, device) -> nn.Module:
-    """``build_model`` with its tensors created on ``device``: a GPU draws the throw-away initial weights
-    of a HENS-size model (2.2e9) in a blink where a CPU takes many seconds. The CPU path is unchanged; a
-    builder that mixes devices falls back to building on the CPU."""
-    if torch.device(device).type == "cpu":
-        return build_model(card)
-    try:
-        with torch.device(device):
-            return build_model(card)
-    except (RuntimeError, TypeError, ValueError):
-        return build_model(card)
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -303,7 +290,7 @@ def load_checkpoint(directory: str | os.PathLike, device: str | torch.device = "
         state = load_file(weights)
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"checkpoint {directory}: {WEIGHTS} is not a readable safetensors file ({error})") from None
-    model = _build_on(card, device)
+    model = build_model(card)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
