@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -191,6 +192,7 @@ class EnsembleEngine:
         began = time.perf_counter()
         blocks = self.rank_blocks(start, stop, rank, world)
         with _Sink(store, self.writer_threads, self.device) as sink:  # drained on exit: every block is finished
+            self.output_timeline = sink.timeline  # live: a monitor can read it while the run goes on
             for checkpoint, group in groupby(blocks, key=lambda b: self.plan.member(b[0]).checkpoint):
                 group = list(group)
                 model = None
@@ -216,7 +218,6 @@ class EnsembleEngine:
                 self.finalise_statistics(store, i)
         counts["seconds"] = time.perf_counter() - began
         counts["output_wait_seconds"] = sink.waited
-        self.output_timeline = sink.timeline
         return counts
 
     def _run_group(self, model, store, sink, init_index: int, pending) -> None:
@@ -255,7 +256,8 @@ class EnsembleEngine:
         stored = values[:, store_index]
         checksums.update(stored)
         if accumulator is not None:
-            accumulator.update(lead, values[:, stat_index])
+            every = stat_index == list(range(values.shape[1]))  # all channels in order: no copy
+            accumulator.update(lead, values if every else values[:, stat_index], threads=sink.statistics_threads)
         if not self.stored:
             return
         buffer.append(stored)
@@ -407,6 +409,9 @@ class _Sink:
     def __init__(self, store: EnsembleStore, writers: int, device: str = "cpu"):
         self.store = store
         self.device, self.cuda = device, device.startswith("cuda")
+        # on a GPU the host's statistics must keep up with it: spare cores share them (a CPU run leaves
+        # its cores to torch)
+        self.statistics_threads = min(8, max(1, (os.cpu_count() or 2) // 2)) if self.cuda else 1
         self.ordered = ThreadPoolExecutor(1, thread_name_prefix="sink")
         self.pool = ThreadPoolExecutor(max(1, writers), thread_name_prefix="writer") if writers > 0 else None
         self.limit = 2 * max(1, writers) + 2

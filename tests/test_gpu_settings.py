@@ -177,6 +177,29 @@ def test_gpu_check_runs_on_the_cpu_at_tiny_size(tmp_path, capsys):
     assert gpu_check.main(["--device", "cpu", "--tiny", "--skip", "1,2,3", "--workdir", str(tmp_path / "w")]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| ") and line[2].isdigit()]
-    assert [r.split("|")[1].strip() for r in rows] == ["4", "5", "6"]
-    assert "batch auto 8" in rows[0] and "output wait" in rows[0] and "relative RMS bf16 - fp32: step 1" in rows[1]
+    assert [r.split("|")[1].strip() for r in rows] == ["4", "4a", "5", "6"]
+    assert all("| INFO |" in r for r in rows)  # no pass mark on the CPU
+    assert "batch auto 8" in rows[0] and "output wait" in rows[0] and "relative RMS bf16 - fp32: step 1" in rows[2]
+    assert "[4] window: engine" in out  # said before the run's statistics are written
     assert not (tmp_path / "w").exists()  # the work folder is removed
+
+
+def test_statistics_updated_in_threads_are_bit_identical_to_one_thread():
+    import numpy as np
+
+    from ensembles.stats import EnsembleAccumulator, StatisticsSpec
+
+    spec = StatisticsSpec(channels=tuple(f"c{k}" for k in range(7)), thresholds={"c3": (0.5,)}, tail_members=2)
+    rng = np.random.default_rng(0)
+    batches = [rng.standard_normal((n, 7, 5, 8)).astype(np.float32) * 10.0 ** rng.integers(-3, 4) for n in (3, 1, 4)]
+    results = []
+    for threads in (1, 3, 16):
+        accumulator = EnsembleAccumulator(spec, 2, (5, 8))
+        for lead in (0, 1):
+            for batch in batches:
+                accumulator.update(lead, batch + lead, threads=threads)
+        results.append(accumulator.to_arrays())
+    for other in results[1:]:
+        assert results[0].keys() == other.keys()
+        for key in results[0]:
+            assert np.array_equal(np.asarray(results[0][key]), np.asarray(other[key]), equal_nan=True), key
