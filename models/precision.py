@@ -8,6 +8,7 @@ is computed inside its own fixed batch window, see ``ensembles.plan``); this mod
   instead of silently using atomics;
 - ``CUBLAS_WORKSPACE_CONFIG=:4096:8``: cuBLAS needs a fixed workspace to be deterministic; it is read when
   cuBLAS starts, so it must be in the environment before the first CUDA matrix product;
+- uninitialised memory is not filled (every buffer the engine allocates is overwritten whole);
 - TF32 off for matrix products and cuDNN (float32 stays float32: results do not depend on the GPU's
   choice of tensor-core path), ``cudnn.benchmark`` off (no timing-based choice of algorithm) and
   ``cudnn.deterministic`` on.
@@ -48,6 +49,9 @@ def set_numerical_mode(deterministic: bool, device: str | torch.device, environ=
                 log.warning("CUBLAS_WORKSPACE_CONFIG set after CUDA started: cuBLAS may not be deterministic")
             env["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
     torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    # deterministic algorithms would also fill every torch.empty with NaN: the engine allocates gigabytes
+    # of host buffers per lead that it overwrites whole, so that filling buys nothing
+    torch.utils.deterministic.fill_uninitialized_memory = False
     torch.backends.cuda.matmul.allow_tf32 = not deterministic
     torch.backends.cudnn.allow_tf32 = not deterministic
     torch.backends.cudnn.benchmark = not deterministic

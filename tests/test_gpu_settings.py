@@ -23,14 +23,15 @@ def _kernel_settings():
     return (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
             torch.backends.cuda.matmul.allow_tf32,
             torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
-            torch.get_float32_matmul_precision())
+            torch.get_float32_matmul_precision(), torch.utils.deterministic.fill_uninitialized_memory)
 
 
 @pytest.fixture
 def restored_kernel_settings():
     before = _kernel_settings()
     yield
-    deterministic, warn_only, matmul, cudnn_tf32, benchmark, cudnn_deterministic, precision = before
+    deterministic, warn_only, matmul, cudnn_tf32, benchmark, cudnn_deterministic, precision, fill = before
+    torch.utils.deterministic.fill_uninitialized_memory = fill
     torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
     torch.backends.cuda.matmul.allow_tf32 = matmul
     torch.backends.cudnn.allow_tf32 = cudnn_tf32
@@ -43,7 +44,7 @@ def test_deterministic_mode_fixes_the_gpu_kernels(restored_kernel_settings):
     env = {}
     settings = set_numerical_mode(True, "cuda:0", environ=env)
     assert env["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
-    assert _kernel_settings() == (True, False, False, False, False, True, "highest")
+    assert _kernel_settings() == (True, False, False, False, False, True, "highest", False)
     assert settings["deterministic_algorithms"] and not settings["tf32"]
 
 
@@ -56,7 +57,7 @@ def test_fast_mode_allows_tf32_and_autotuning(restored_kernel_settings):
     env = {}
     set_numerical_mode(False, "cuda", environ=env)
     assert "CUBLAS_WORKSPACE_CONFIG" not in env
-    assert _kernel_settings() == (False, False, True, True, True, False, "high")
+    assert _kernel_settings() == (False, False, True, True, True, False, "high", False)
 
 
 def test_a_users_cublas_setting_is_kept(restored_kernel_settings):
