@@ -163,6 +163,7 @@ def hens_world(ctx, args):
     from models.card import ModelCard
     from models.checkpoint import build_model, save_checkpoint
     from models.sfno import hens_config
+    from models.train import seeded_init
 
     device = args.device
     if args.tiny:
@@ -176,15 +177,9 @@ def hens_world(ctx, args):
     grid = Grid(nlat, nlon)
     card = ModelCard(family="sfno", channels=names, grid=grid.to_dict(), dt_hours=6, mean=[0.0] * channels,
                      std=[1.0] * channels, architecture=config.to_dict(), name="hens-random")
-    with torch.random.fork_rng(devices=[device] if device.startswith("cuda") else []):
-        torch.manual_seed(0)
-        if device.startswith("cuda"):
-            torch.cuda.manual_seed(0)
-        try:
-            with torch.device(device):  # weights drawn where they live: 2.2e9 of them at HENS size
-                model = build_model(card)
-        except Exception:  # noqa: BLE001 - a builder that mixes devices: build on the CPU instead
-            model = build_model(card)
+    # built on the CPU like every checkpoint: torch-harmonics caches its Legendre tables by grid alone, and
+    # tables made on the GPU would be reused by (and break) the CPU builds of load_checkpoint
+    model = seeded_init(lambda: build_model(card), 0)
     model = model.to(device).eval()
     generator = torch.Generator().manual_seed(1)
     times = np.datetime64("2023-08-01T00", "ns") + np.arange(4) * np.timedelta64(6, "h")
