@@ -83,6 +83,7 @@ def end_to_end(ctx) -> tuple[bool, str]:
         result = action()
         seconds[stage] = time.perf_counter() - began
     path = result
+    ctx.update(config=config, store=path, members=EnsembleStore.open(path).schema.n_members)  # rows 2, 3: not the scores
     began = time.perf_counter()
     score_store(path, config.paths.resolve("nature"), config.paths.resolve("scores"), workers=config.score.workers)
     seconds["score"] = time.perf_counter() - began
@@ -91,7 +92,6 @@ def end_to_end(ctx) -> tuple[bool, str]:
     scores = xr.open_dataset(config.paths.resolve("scores") / "scores.nc")
     finite = all(np.isfinite(scores[v].values).any() for v in scores.data_vars if scores[v].dtype.kind == "f")
     engine_device = build_engine(config).device
-    ctx.update(config=config, store=path, members=store.schema.n_members)
     figures = (f"train on {training_device(config.train, 0)}, run on {engine_device}; {store.schema.n_members} members "
                f"(SFNO x2 + VAE); store complete {complete}, scores finite {finite}; "
                + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))
@@ -229,8 +229,9 @@ def hens_baseline(ctx, args) -> None:
     queue = 2 * args.writers + 2  # the sink's queue (ensembles.engine._Sink): steady state once it is full
     leads = queue + math.ceil(20 / batch) + 1
     model = ctx["hens_model"].to(device)
-    bare = _bare_rate(model, batch, leads, shape, device, ctx["hens_init"])
-    ctx.update(hens_batch=batch, hens_queue=queue, hens_leads=leads, hens_bare=bare)
+    steps = math.ceil(20 / batch) + 1  # as many member-steps as the engine's window
+    bare = _bare_rate(model, batch, steps, shape, device, ctx["hens_init"])
+    ctx.update(hens_batch=batch, hens_queue=queue, hens_leads=leads, hens_steps=steps, hens_bare=bare)
 
 
 def _window(engine, batch: int, queue: int, leads: int) -> dict:
@@ -330,7 +331,7 @@ def determinism_cost(ctx, args) -> tuple[bool | None, str]:
 
     device = args.device
     model = ctx["hens_model"].to(device)
-    batch, steps = ctx["hens_batch"], ctx["hens_leads"]
+    batch, steps = ctx["hens_batch"], ctx["hens_steps"]
     set_numerical_mode(False, device)
     try:
         fast = _bare_rate(model, batch, steps, ctx["hens_grid"], device, ctx["hens_init"])
@@ -390,7 +391,7 @@ def main(argv=None) -> int:
                  ("3", "two ranks on one device = one rank", lambda: two_ranks(ctx), "store"),
                  ("4a", "HENS-size model, batch auto, bare loop", lambda: (hens_baseline(ctx, args), (None, (
                      f"{ctx['hens_batch']} members per batch, bare loop {ctx['hens_bare']:.3g} member-steps/s over "
-                     f"{ctx['hens_leads']} steps")))[1], None),
+                     f"{ctx['hens_steps']} steps")))[1], None),
                  ("6", "cost of deterministic mode", lambda: determinism_cost(ctx, args), "hens_bare"),
                  ("5", "bf16 autocast vs float32, HENS size", lambda: bf16_difference(ctx, args), "hens_model"),
                  ("4", "HENS-size engine vs bare loop", lambda: hens_engine(ctx, args), "hens_bare")]
