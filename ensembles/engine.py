@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -190,7 +191,8 @@ class EnsembleEngine:
         counts = {"blocks_run": 0, "blocks_skipped": 0, "member_steps": 0}
         began = time.perf_counter()
         blocks = self.rank_blocks(start, stop, rank, world)
-        with _Sink(store, self.writer_threads) as sink:  # drained on exit: every block is finished
+        with _Sink(store, self.writer_threads, self.device) as sink:  # drained on exit: every block is finished
+            self.output_timeline = sink.timeline  # live: a monitor can read it while the run goes on
             for checkpoint, group in groupby(blocks, key=lambda b: self.plan.member(b[0]).checkpoint):
                 group = list(group)
                 model = None
@@ -215,6 +217,7 @@ class EnsembleEngine:
             for i in init_indices:
                 self.finalise_statistics(store, i)
         counts["seconds"] = time.perf_counter() - began
+        counts["output_wait_seconds"] = sink.waited
         return counts
 
     def _run_group(self, model, store, sink, init_index: int, pending) -> None:
@@ -253,7 +256,8 @@ class EnsembleEngine:
         stored = values[:, store_index]
         checksums.update(stored)
         if accumulator is not None:
-            accumulator.update(lead, values[:, stat_index])
+            every = stat_index == list(range(values.shape[1]))  # all channels in order: no copy
+            accumulator.update(lead, values if every else values[:, stat_index], threads=sink.statistics_threads)
         if not self.stored:
             return
         buffer.append(stored)
@@ -355,8 +359,9 @@ def auto_batch_size(checkpoint, device: str, grid_shape: tuple[int, int], cpu_de
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
-    with torch.inference_mode():
-        model.step(torch.zeros((1, len(model.card.channels), *grid_shape), device=device), None)
+    valid_time = np.datetime64("2000-01-01T00", "ns") if getattr(model, "needs_time", False) else None
+    with torch.inference_mode():  # cos-zenith models need a valid time (any one: the memory is the same)
+        model.step(torch.zeros((1, len(model.card.channels), *grid_shape), device=device), None, time=valid_time)
     per_member = max(1, torch.cuda.max_memory_allocated(device) - before)
     free, _ = torch.cuda.mem_get_info(device)
     del model
@@ -396,21 +401,35 @@ def _to_numpy(state) -> np.ndarray:
 class _Sink:
     """One ordered worker thread for per-lead host work, plus a pool of writer threads for Zarr writes.
 
-    At most ``2 * writers + 2`` items are in flight, which bounds host memory.
+    At most ``2 * writers + 2`` items are in flight, which bounds host memory. ``waited`` is the time the
+    model loop spent blocked on a full queue after the GPU's queued work finished (the GPU waiting on
+    output); ``timeline`` holds ``(time, waited so far)`` after each submission, for windows of it.
     """
 
-    def __init__(self, store: EnsembleStore, writers: int):
+    def __init__(self, store: EnsembleStore, writers: int, device: str = "cpu"):
         self.store = store
+        self.device, self.cuda = device, device.startswith("cuda")
+        # on a GPU the host's statistics must keep up with it: spare cores share them (a CPU run leaves
+        # its cores to torch)
+        self.statistics_threads = min(8, max(1, (os.cpu_count() or 2) // 2)) if self.cuda else 1
         self.ordered = ThreadPoolExecutor(1, thread_name_prefix="sink")
         self.pool = ThreadPoolExecutor(max(1, writers), thread_name_prefix="writer") if writers > 0 else None
         self.limit = 2 * max(1, writers) + 2
         self.items: deque = deque()
         self.writes: deque = deque()
+        self.waited = 0.0
+        self.timeline: list[tuple[float, float]] = []
 
     def submit(self, func, *args) -> None:
         self.items.append(self.ordered.submit(func, *args, self))
+        if self.cuda and len(self.items) > self.limit:
+            torch.cuda.synchronize(self.device)  # the GPU finishes its queued work: the wait below is idle GPU
+        began = time.perf_counter()
         while len(self.items) > self.limit:
             self.items.popleft().result()
+        now = time.perf_counter()
+        self.waited += now - began
+        self.timeline.append((now, self.waited))
 
     def write(self, *args) -> None:  # called from the sink thread
         if self.pool is None:

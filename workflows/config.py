@@ -87,6 +87,10 @@ class TrainSection:
     learning_rate: float = 5e-3
     rollout_steps: int = 1
     processes: int = 0  # 0: one per checkpoint, at most one per core
+    device: str = "auto"  # as ensemble.device: a GPU when one is visible, else the CPU
+    autocast_bf16: bool = False  # bf16 autocast of the network (spectral transforms stay float32)
+    deterministic: bool = True  # on a GPU: deterministic kernels, no TF32 (models.precision)
+    backend: str = "auto"  # process group under srun/torchrun: "auto" (nccl on GPUs, else gloo), "nccl", "gloo"
     vae_loss: VAELossSection = field(default_factory=VAELossSection)
 
 
@@ -136,6 +140,7 @@ class EnsembleSection:
     seed: int = 0
     device: str = "auto"  # "auto": the GPU LOCAL_RANK mod the GPUs visible, else the CPU; or "cuda", "cpu"
     autocast_bf16: bool = False
+    deterministic: bool = True  # on a GPU: bit-identical regeneration; false: TF32 and autotuning (faster)
     writer_threads: int = 2
     perturbation: PerturbationSection = field(default_factory=PerturbationSection)
     statistics: StatisticsSection = field(default_factory=StatisticsSection)

@@ -80,9 +80,12 @@ def compute_skill(config: Config) -> dict:
     analyses = open_source(config.paths.resolve("analysis"), name="analyses", grid=grid, channels=channels, regrid=regrid)
     truth = open_source(config.paths.resolve("nature"), name="nature run", grid=grid, channels=channels, regrid=regrid)
     init_times = config.skill.init_times.times()
+    from ensembles.ranks import device_for
+
+    device = device_for(config.ensemble.device, 0)  # the device the ensemble's steps run on
     results = {}
     for d in checkpoint_dirs(config, list(model_sets(config))):
-        model = load_checkpoint(d)
+        model = load_checkpoint(d, device)
         rmse = deterministic_rmse(model, analyses, truth, init_times, config.skill.lead_hours)
         save_skill(d, rmse, config.skill.lead_hours, len(init_times), str(config.paths.resolve("analysis")))
         log.info("skill: %s RMSE at %d h: %s", d.name, config.skill.lead_hours, {k: round(v, 3) for k, v in rmse.items()})
@@ -121,14 +124,15 @@ def store_path(config: Config, experiment: str | None = None) -> Path:
     return config.paths.resolve("experiments") / f"{experiment}.zarr"
 
 
-def build_engine(config: Config, local_rank: int = 0, experiment: str | None = None):
+def build_engine(config: Config, local_rank: int = 0, experiment: str | None = None, rank: int = 0):
     from ensembles.engine import EnsembleEngine, auto_batch_size
     from ensembles.plan import MemberPlan
     from ensembles.ranks import device_for
     from ensembles.stats import StatisticsSpec
     from forecast.data import open_source
-    from forecast.store import EnsembleStore, StoreError
     from models.checkpoint import read_card
+    from models.precision import set_numerical_mode
+    from workflows.batch_size import resolve_batch_size
 
     e = ensemble_section(config, experiment)
     checkpoints = checkpoint_dirs(config, e.models or None)
@@ -141,14 +145,9 @@ def build_engine(config: Config, local_rank: int = 0, experiment: str | None = N
     plan = MemberPlan(len(checkpoints), e.members_per_checkpoint, control=e.control,
                       perturbation="none" if e.perturbation.method == "none" else "paired")
     device = device_for(e.device, local_rank)
-    batch_size = e.batch_size
-    if batch_size == "auto":
-        try:  # a store that exists fixes the batch layout
-            batch_size = EnsembleStore.open(store_path(config, experiment)).schema.attrs["batch_size"]
-        except StoreError:
-            batch_size = auto_batch_size(checkpoints[0], device, card.model_grid.shape)
-    elif not isinstance(batch_size, int):
-        raise ConfigError(f"ensemble.batch_size must be a positive integer or 'auto', got {batch_size!r}")
+    set_numerical_mode(e.deterministic, device)  # before the first CUDA operation
+    batch_size = resolve_batch_size(e.batch_size, store_path(config, experiment), device=device, rank=rank,
+                                    measure=lambda: auto_batch_size(checkpoints[0], device, card.model_grid.shape))
     s = e.statistics
     statistics = None
     if s.channels:
@@ -172,7 +171,7 @@ def run_ensemble(config: Config, members: str | None = None, init_times: str | N
     from ensembles.ranks import rank_from_environment
 
     ranks = rank_from_environment()
-    engine = build_engine(config, ranks.local_rank, experiment)
+    engine = build_engine(config, ranks.local_rank, experiment, rank=ranks.rank)
     start, stop = parse_member_range(members, engine.plan.size) if members else (0, engine.plan.size)
     init_indices = None
     if init_times:
