@@ -1,0 +1,194 @@
+"""What users reach for first: opening a store from Python and plain xarray, CF metadata that other tools
+decode, subsets written elsewhere, ``forecast info``, ``forecast export``, plots, progress and umask."""
+
+from __future__ import annotations
+
+import json
+import logging
+import stat
+import warnings
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import forecast
+from forecast.mock import write_mock_store
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    """Two stores of two experiments with different member counts and model families."""
+    folder = tmp_path_factory.mktemp("stores")
+    a, truth = write_mock_store(folder / "sfno.zarr", members=6, leads=2, block=4)
+    b, _ = write_mock_store(folder / "vae.zarr", members=4, leads=2, block=4, seed=1)
+    return a, b
+
+
+def test_open_store_and_plain_open_zarr_open_without_a_warning(stores):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = forecast.open_store(stores[0])
+        plain = xr.open_zarr(stores[0])
+    xr.testing.assert_identical(ds[["z500", "t2m"]].load(), plain[["z500", "t2m"]].load().pipe(_plain_strings))
+    assert dict(ds.sizes) == {"member": 6, "init_time": 1, "lead_time": 2, "lat": 17, "lon": 32}
+
+
+def _plain_strings(ds):
+    from forecast.cf import plain_strings
+
+    return plain_strings(ds).drop_encoding()
+
+
+def test_cf_attributes_name_the_coordinates_and_cf_xarray_finds_them(stores):
+    cf_xarray = pytest.importorskip("cf_xarray")  # noqa: F841
+    ds = forecast.open_store(stores[0])
+    assert ds["member"].attrs["standard_name"] == "realization"
+    assert ds["init_time"].attrs["standard_name"] == "forecast_reference_time"
+    assert ds["lead_time"].attrs["standard_name"] == "forecast_period"
+    assert (ds["lat"].attrs["axis"], ds["lon"].attrs["axis"]) == ("Y", "X")
+    assert "0 to 360" in ds.attrs["longitude_convention"] and "0 to 360" in ds["lon"].attrs["comment"]
+    on_disk = xr.open_zarr(stores[0], decode_times=False)
+    for name in on_disk.coords:  # every coordinate says its units (strings have none in CF)
+        if on_disk[name].dtype.kind != "T" and on_disk[name].dtype != object:
+            assert "units" in on_disk[name].attrs, name
+    assert on_disk["init_time"].attrs["units"] == "hours since 1970-01-01"
+    assert on_disk["lead_time"].attrs["units"] == "hours"
+    assert ds.cf["realization"].name == "member"
+    assert ds.cf["forecast_reference_time"].name == "init_time"
+    assert ds.cf["forecast_period"].name == "lead_time"
+    assert ds.cf["Y"].name == "lat" and ds.cf["X"].name == "lon"
+    assert ds.cf["latitude"].name == "lat" and ds.cf["longitude"].name == "lon"
+
+
+def test_two_experiment_stores_concatenate_over_a_new_dimension(stores):
+    a, b = (forecast.open_store(s) for s in stores)
+    assert a["model_family"].dtype == object and isinstance(a["model_family"].values[0], str)
+    both = xr.concat([a, b.assign_coords(model_family=("member", ["vae"] * 4))], dim="experiment", join="outer")
+    assert both.sizes["experiment"] == 2 and both.sizes["member"] == 6
+    families = both["model_family"].values
+    assert list(families[0]) == ["mock"] * 6 and list(families[1][:4]) == ["vae"] * 4
+    np.testing.assert_array_equal(both["z500"].isel(experiment=1, member=slice(0, 4)).values, b["z500"].values)
+    assert np.isnan(both["z500"].isel(experiment=1, member=slice(4, None)).values).all()
+    with warnings.catch_warnings():  # plain xarray: same member count
+        warnings.simplefilter("error")
+        plain = xr.concat([xr.open_zarr(stores[0]), xr.open_zarr(stores[0])], dim="experiment")
+    assert plain.sizes["experiment"] == 2
+
+
+def test_a_subset_writes_to_a_new_zarr_store_and_to_netcdf(stores, tmp_path):
+    ds = forecast.open_store(stores[0])
+    subset = ds.isel(member=slice(1, 4)).sel(lat=slice(60, -30))
+    subset.to_zarr(tmp_path / "subset.zarr", zarr_format=3, consolidated=False)
+    subset.to_netcdf(tmp_path / "subset.nc")
+    expected = subset.load()
+    xr.testing.assert_identical(xr.open_zarr(tmp_path / "subset.zarr", consolidated=False).load().drop_encoding(),
+                                expected)
+    back = xr.open_dataset(tmp_path / "subset.nc").load().drop_encoding()
+    xr.testing.assert_identical(back, expected)
+    # plain xarray keeps the store's shard encoding, which a subset does not fit: drop it first
+    plain = xr.open_zarr(stores[0]).isel(member=slice(1, 4))
+    with pytest.raises(ValueError, match="chunks"):
+        plain.to_zarr(tmp_path / "fails.zarr", zarr_format=3, consolidated=False)
+    plain.drop_encoding().to_zarr(tmp_path / "plain.zarr", zarr_format=3, consolidated=False)
+    np.testing.assert_array_equal(xr.open_zarr(tmp_path / "plain.zarr", consolidated=False)["t2m"].values,
+                                  ds["t2m"].isel(member=slice(1, 4)).values)
+
+
+def test_open_store_reads_a_store_without_consolidated_metadata(stores, tmp_path):
+    """Stores written before consolidation was added open as before (group by group)."""
+    import shutil
+
+    from forecast.scores import has_consolidated_metadata
+
+    old = tmp_path / "old.zarr"
+    shutil.copytree(stores[1], old)
+    meta = json.loads((old / "zarr.json").read_text())
+    meta.pop("consolidated_metadata")
+    (old / "zarr.json").write_text(json.dumps(meta))
+    assert has_consolidated_metadata(stores[1]) and not has_consolidated_metadata(old)
+    xr.testing.assert_identical(forecast.open_store(old).load(), forecast.open_store(stores[1]).load())
+
+
+def test_export_round_trips_the_selection(stores, tmp_path):
+    from workflows.cli import main
+
+    out = tmp_path / "export.nc"
+    assert main(["export", str(stores[0]), str(out), "--members", "2:5", "--channels", "t2m"]) == 0
+    expected = forecast.open_store(stores[0])[["t2m"]].isel(member=slice(2, 5)).load()
+    back = xr.open_dataset(out).load()
+    xr.testing.assert_equal(back.drop_encoding(), expected)
+    assert back["member"].attrs["standard_name"] == "realization" and back.attrs["Conventions"] == "CF-1.10"
+    assert back["t2m"].encoding["zlib"]
+    assert main(["export", str(stores[0]), str(tmp_path / "bad.nc"), "--channels", "nope"]) == 2
+    assert not (tmp_path / "bad.nc").exists()
+    assert main(["export", str(stores[0]), str(tmp_path / "bad.nc"), "--statistics-only"]) == 2
+
+
+def test_info_says_complete_or_partial_with_counts_and_size(stores, tmp_path, capsys):
+    import shutil
+
+    from forecast.store import EnsembleStore
+    from workflows.cli import main
+
+    assert main(["info", str(stores[0])]) == 0
+    text = capsys.readouterr().out
+    assert "complete, 6/6 member runs finished" in text and "2001-01-01T00:00:00: 6/6 members" in text
+    assert "size on disk:" in text and "zstd level 3" in text and "channels: z500, t2m" in text
+    partial = tmp_path / "partial.zarr"
+    shutil.copytree(stores[0], partial)
+    EnsembleStore.open(partial).reset(0, 4, 6)
+    assert main(["info", str(partial), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["complete"] is False and info["members_finished"] == {"2001-01-01T00:00:00": 4}
+    size = sum(p.stat().st_size for p in partial.rglob("*") if p.is_file())
+    assert info["size_bytes"] == size and info["lead_hours"] == [0, 6]
+    assert main(["info", str(partial)]) == 0
+    assert "PARTIAL, 4/6 member runs finished" in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "missing.zarr")]) == 3
+
+
+def test_progress_logs_members_done_rate_and_eta(caplog):
+    from workflows.progress import Progress
+
+    now = [0.0]
+    progress = Progress("run", bar=False, log_every=10.0, clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="forecast.progress"):
+        progress.start(total=20, done=4, steps=10)
+        now[0] = 5.0
+        progress.advance(4)  # within log_every: no line
+        now[0] = 16.0
+        progress.advance(4)  # 8 members x 10 steps in 16 s = 5 member-steps/s; 8 left x 10 / 5 = 16 s
+        now[0] = 17.0
+        progress.advance(8)  # the last one is always logged
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["run: 16 members to run (4 of 20 already done)",
+                     "run: members 12/20 (60%), 5 member-steps/s, ETA 0:00:16",
+                     "run: members 20/20 (100%), 9.41 member-steps/s, ETA 0:00:00"]
+
+
+def test_plume_and_maps_plot_with_labels(stores, tmp_path):
+    from forecast import plots
+    from workflows.cli import main
+
+    ds = forecast.open_store(stores[0])
+    point = plots.plume(ds, lat=50.0, lon=-74.0, channel="t2m")
+    nearest_lon = ds["lon"].values[np.argmin(np.abs(ds["lon"].values - 286.0))]
+    assert float(point["lon"]) == nearest_lon  # -74 E is 286 E, not lon 0
+    np.testing.assert_array_equal(point.values, ds["t2m"].isel(init_time=0).sel(lat=50.0, lon=286.0,
+                                                                                 method="nearest").values)
+    assert main(["plot", str(stores[0]), "--plume", "50,-74", "--channel", "t2m", "--out", str(tmp_path / "p.png")]) == 0
+    assert (tmp_path / "p.png").stat().st_size > 5000
+    assert main(["plot", str(stores[0]), "--out", str(tmp_path / "m.png")]) == 0
+    assert (tmp_path / "m.png").stat().st_size > 5000
+    assert main(["plot", str(stores[0]), "--plume", "50"]) == 2
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    plots.degree_axes(ax, ds["lat"].values, ds["lon"].values)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "60E", "120E", "180", "120W", "60W"]
+    assert plots.draw_coastlines(ax, ds["lat"].values, ds["lon"].values) is (plots.natural_earth_coastline() is not None)
+    plt.close(fig)
