@@ -192,3 +192,65 @@ def test_plume_and_maps_plot_with_labels(stores, tmp_path):
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "60E", "120E", "180", "120W", "60W"]
     assert plots.draw_coastlines(ax, ds["lat"].values, ds["lon"].values) is (plots.natural_earth_coastline() is not None)
     plt.close(fig)
+
+
+# -- on the tiny world: real runs -----------------------------------------------------------------------
+PROGRESS_LINE = r"run: members (\d+)/(\d+) \(\d+%\), ([\d.]+(?:e[+-]\d+)?) member-steps/s, ETA (\d+:\d\d:\d\d)"
+
+
+def test_run_off_a_terminal_logs_progress_umask_022_shares_files_and_info_tells_partial_from_complete(
+        tiny_world, forecast_processes, tmp_path):
+    import re
+
+    from workflows.config import bundled_config
+
+    tiny = str(bundled_config("tiny"))
+    store = tmp_path / "shared" / "ensemble.zarr"
+    common = ("run", tiny, "--workdir", tiny_world.paths.workdir, f"paths.store={store}", "umask=022")
+    first = forecast_processes.run(*common, "--members", "0:3", "--progress-every", "0")
+    assert first.returncode == 0, first.stderr
+    info = forecast_processes.run("info", store)
+    assert info.returncode == 0 and "PARTIAL" in info.stdout, info.stdout
+    counts = re.findall(r": (\d+)/9 members", info.stdout)
+    assert counts == ["3", "3"], info.stdout  # members 0:3 at both start dates
+
+    second = forecast_processes.run(*common, "--progress-every", "0")
+    assert second.returncode == 0, second.stderr
+    # a resumed run counts whole blocks: members 2:4 form one block, rerun together since only 2 was done
+    assert "run: 14 members to run (4 of 18 already done)" in second.stderr
+    lines = re.findall(PROGRESS_LINE, second.stderr)
+    assert len(lines) >= 3, second.stderr
+    done = [int(d) for d, total, _, _ in lines]
+    assert done == sorted(done) and done[-1] == 18 and {t for _, t, _, _ in lines} == {"18"}
+    assert all(float(rate) > 0 for _, _, rate, _ in lines) and lines[-1][3] == "0:00:00"
+    info = forecast_processes.run("info", store, "--json")
+    summary = json.loads(info.stdout)
+    assert summary["complete"] and summary["members_finished"] == {"2000-01-22T00:00:00": 9, "2000-01-24T00:00:00": 9}
+    assert summary["size_bytes"] == sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
+
+    everything = [store, *store.rglob("*")]
+    assert all(p.stat().st_mode & stat.S_IROTH for p in everything)  # umask 022: readable by others
+    assert all(p.stat().st_mode & stat.S_IXOTH for p in everything if p.is_dir())
+
+    private = tmp_path / "private" / "ensemble.zarr"  # the default, umask 027: nothing for others
+    third = forecast_processes.run("-q", "run", tiny, "--workdir", tiny_world.paths.workdir, f"paths.store={private}",
+                                   "--members", "0:1")
+    assert third.returncode == 0 and third.stderr == "", third.stderr
+    assert not any(p.stat().st_mode & (stat.S_IROTH | stat.S_IWOTH) for p in [private, *private.rglob("*")])
+    assert all(p.stat().st_mode & stat.S_IRGRP for p in [private, *private.rglob("*")])
+
+
+def test_workflows_run_from_python_returns_the_opened_store(tiny_world, tmp_path, caplog):
+    import workflows
+    from workflows.progress import Progress
+
+    store = tmp_path / "python.zarr"
+    with caplog.at_level(logging.INFO, logger="forecast.progress"):
+        ds = workflows.run(tiny_world, members="0:2", paths__store=str(store), ensemble__seed=7,
+                           progress=Progress(bar=False, log_every=0))
+    assert isinstance(ds, xr.Dataset) and ds.sizes["member"] == 9 and ds["member"].attrs["standard_name"] == "realization"
+    assert np.isfinite(ds["z500"].isel(member=slice(0, 2)).values).all()
+    assert np.isnan(ds["z500"].isel(member=slice(2, None)).values).all()  # not run: read as NaN
+    assert "run: members 4/4 (100%)" in caplog.text
+    with pytest.raises(Exception, match="ensemble.batchsize"):
+        workflows.run(tiny_world, ensemble__batchsize=3)

@@ -46,7 +46,8 @@ class Progress:
     unit : str
         What is counted.
     bar : bool or None
-        Show a tqdm bar; ``None``: when stderr is a terminal or the code runs in a notebook.
+        Show a tqdm bar; ``None``: when stderr is a terminal or the code runs in a notebook, unless the log
+        level is above info.
     log_every : float
         Seconds between log lines when there is no bar (the last line is always written).
     clock : callable
@@ -56,7 +57,9 @@ class Progress:
     def __init__(self, label: str = "run", unit: str = "members", bar: bool | None = None, log_every: float = 30.0,
                  clock=time.monotonic):
         self.label, self.unit, self.log_every, self.clock = label, unit, log_every, clock
-        self.bar = (sys.stderr.isatty() or _in_notebook()) if bar is None else bar
+        if bar is None:  # interactive, and not silenced (-q, --log-level warning)
+            bar = (sys.stderr.isatty() or _in_notebook()) and log.isEnabledFor(logging.INFO)
+        self.bar = bar
         self.total = self.done = self.skipped = 0
         self.steps = 1
         self._lock = threading.Lock()
