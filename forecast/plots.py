@@ -46,11 +46,11 @@ def _panels(n: int):
     return plt, fig, axes.ravel()
 
 
-def save_figure(plt, fig, path: Path, title: str) -> Path:
-    """Title, fixed margins, PNG at 90 dpi, and the figure closed."""
+def save_figure(plt, fig, path: Path, title: str, left: float = 0.7) -> Path:
+    """Title, fixed margins (``left`` inches on the left), PNG at 90 dpi, and the figure closed."""
     fig.suptitle(title)
     width, height = fig.get_size_inches()  # fixed margins in inches: tight_layout costs as much as drawing
-    fig.subplots_adjust(left=0.7 / width, right=1 - 0.2 / width, bottom=0.5 / height, top=1 - 0.6 / height,
+    fig.subplots_adjust(left=left / width, right=1 - 0.2 / width, bottom=0.5 / height, top=1 - 0.6 / height,
                         wspace=0.3, hspace=0.5)
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -307,7 +307,7 @@ def plume(ds, lat: float, lon: float, channel: str):
 def plot_plume(point, path: Path) -> Path:
     """A plume (meteogram) from :func:`plume`: thin lines per member, the ensemble mean, and the 10-90 %
     range shaded, against lead time; the title names the point, the start date and the units."""
-    plt, fig, axes = _grid(1, 1, 6.4, 3.6)
+    plt, fig, axes = _grid(1, 1, 6.4, 4.0)
     ax = axes[0, 0]
     hours = point["lead_time"].values / np.timedelta64(1, "h")
     values = point.values
@@ -324,5 +324,6 @@ def plot_plume(point, path: Path) -> Path:
     where = f"{latitude_label(float(point['lat']))} {longitude_label(float(point['lon']))}"
     start = (f", start {np.datetime_as_string(point['init_time'].values, 'h')}"
              if "init_time" in point.coords and point["init_time"].size == 1 else "")
-    return save_figure(plt, fig, path, f"{point.name} [{units}] at {where} (grid point nearest "
-                       f"{point.attrs.get('requested_point', '')}){start}, {values.shape[0]} members")
+    finished = int(np.isfinite(values).all(axis=1).sum())
+    return save_figure(plt, fig, path, f"{point.name} [{units}] at {where}{start}\n(grid point nearest "
+                       f"{point.attrs.get('requested_point', '')}; {finished} of {values.shape[0]} members)", left=1.0)

@@ -254,3 +254,66 @@ def test_workflows_run_from_python_returns_the_opened_store(tiny_world, tmp_path
     assert "run: members 4/4 (100%)" in caplog.text
     with pytest.raises(Exception, match="ensemble.batchsize"):
         workflows.run(tiny_world, ensemble__batchsize=3)
+
+
+def test_scores_nc_carries_cf_metadata_and_the_dashboard_is_reported(stores, tmp_path, caplog):
+    import importlib.util
+
+    from workflows.recipes import score_store
+
+    pytest.importorskip("cf_xarray")
+
+    with caplog.at_level(logging.INFO, logger="workflows.cluster"):
+        report = score_store(stores[0], str(stores[0]).replace(".zarr", ".truth.zarr"), tmp_path / "scores", workers=1)
+    if importlib.util.find_spec("bokeh") is None:
+        assert "dask: no dashboard (install bokeh>=3.1 to watch the workers)" in caplog.text
+    else:
+        assert "dask: dashboard at http" in caplog.text
+    scores = xr.open_dataset(report.parent / "scores.nc")
+    assert scores["lead_time"].attrs["standard_name"] == "forecast_period"
+    assert (scores["lat"].attrs["axis"], scores["lon"].attrs["axis"]) == ("Y", "X")
+    assert scores.cf["Y"].name == "lat" and scores.attrs["Conventions"] == "CF-1.10"
+    raw = xr.open_dataset(report.parent / "scores.nc", decode_timedelta=False)
+    assert raw["lead_time"].attrs["units"] == "hours"
+
+
+def test_log_level_and_log_file(stores, tmp_path, capsys):
+    from workflows.cli import main
+
+    log_file = tmp_path / "logs" / "forecast.log"
+    assert main(["--log-level", "debug", "--log-file", str(log_file), "plot", str(stores[0]), "--out",
+                 str(tmp_path / "m.png")]) == 0
+    first = log_file.read_text()
+    assert " DEBUG " in first and " INFO " in first  # matplotlib's debug lines, and the score chunks line
+    assert main(["--log-level", "warning", "--log-file", str(log_file), "plot", str(stores[0]), "--out",
+                 str(tmp_path / "m.png")]) == 0
+    assert log_file.read_text() == first  # nothing below warning was appended
+    assert main(["--log-file", str(tmp_path / "not-a-folder"), "info", str(stores[0])]) == 0
+    (tmp_path / "blocked").write_text("")
+    assert main(["--log-file", str(tmp_path / "blocked" / "x.log"), "info", str(stores[0])]) == 2
+    assert "cannot write the log file" in capsys.readouterr().err
+    logging.getLogger().handlers.clear()
+
+
+def test_export_statistics_only_of_a_run_with_streaming_statistics(tiny_world, forecast_processes, tmp_path):
+    from workflows.config import bundled_config
+
+    store = tmp_path / "stats.zarr"
+    result = forecast_processes.run("-q", "run", str(bundled_config("tiny")), "--workdir", tiny_world.paths.workdir,
+                                    f"paths.store={store}", "ensemble.statistics.channels=[z500]",
+                                    "ensemble.statistics.thresholds={z500: [50000]}", "ensemble.statistics.only=[z500]")
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "stats.nc"
+    exported = forecast_processes.run("export", store, out, "--statistics-only")
+    assert exported.returncode == 0, exported.stderr
+    back = xr.open_dataset(out).load()
+    expected = forecast.open_store(store)
+    names = ["z500_ensemble_mean", "z500_ensemble_std", "z500_ensemble_min", "z500_ensemble_max",
+             "z500_exceedance_probability"]
+    assert sorted(back.data_vars) == sorted(names) and "member" not in back.dims
+    xr.testing.assert_equal(back.drop_encoding(), expected[names].load())
+    assert np.isfinite(back["z500_ensemble_mean"].values).all()
+    assert "z500" not in expected.data_vars  # kept as statistics only: there is no member field to export
+    members = forecast_processes.run("export", store, tmp_path / "none.nc", "--channels", "z500")
+    assert members.returncode == 0, members.stderr  # z500 names its statistics
+    assert set(xr.open_dataset(tmp_path / "none.nc").data_vars) == set(names)
