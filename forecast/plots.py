@@ -137,21 +137,25 @@ def plot_reliability(scores, path: Path, leads: int = 3) -> Path:
             ax.set_title(f"{channel}, {event}", fontsize=9)
             ax.set_xlabel("forecast probability")
             ax.set_ylabel("observed frequency")
-    axes[0, 0].legend(fontsize=7, loc="upper left")
-    return save_figure(plt, fig, path, "reliability diagrams (global); inset: sharpness (forecasts per "
-                       "probability bin, log scale)")
+    axes[0, 0].legend(fontsize=7, loc="lower right")
+    return save_figure(plt, fig, path, "reliability (global); insets: sharpness (log count per bin)")
 
 
 def _sharpness(ax, counts: np.ndarray, color) -> None:
     """Sharpness: how often each forecast probability bin was issued, as a step histogram in an inset
-    at the lower right (log counts; a sharp ensemble fills the end bins)."""
+    at the upper left, where a reliability curve seldom goes (log counts; a sharp ensemble fills the end
+    bins)."""
+    from matplotlib.ticker import LogLocator, NullFormatter
+
     inset = getattr(ax, "_sharpness_inset", None)
     if inset is None:
-        inset = ax.inset_axes([0.58, 0.06, 0.4, 0.3])
+        inset = ax.inset_axes([0.1, 0.6, 0.38, 0.33])
         inset.set_yscale("log")
         inset.set_xlim(0, 1)
-        inset.tick_params(labelsize=5, length=2)
+        inset.tick_params(labelsize=5, length=2, which="both")
         inset.set_xticks([0, 0.5, 1])
+        inset.yaxis.set_major_locator(LogLocator(numticks=3))
+        inset.yaxis.set_minor_formatter(NullFormatter())
         ax._sharpness_inset = inset
     edges = np.linspace(0.0, 1.0, len(counts) + 1)
     inset.stairs(np.where(counts > 0, counts, np.nan), edges, color=color, lw=0.8)
@@ -176,7 +180,10 @@ def plot_maps(scores, path: Path) -> Path:
             fig.colorbar(mesh, ax=ax, shrink=0.8, label="1")
             ax.set_title(f"{channel}: {label}", fontsize=9)
             degree_axes(ax, lat, lon)
-    return save_figure(plt, fig, path, scores.attrs.get("maps", "maps"))
+    when = [f"start {scores.attrs['maps_init_time']}"] if "maps_init_time" in scores.attrs else []
+    when += [f"lead {_lead_hours(scores)[-1]:g} h"] if "lead_time" in scores.coords else []
+    return save_figure(plt, fig, path, f"{scores.attrs.get('maps', 'maps')} ({', '.join(when)})" if when
+                       else scores.attrs.get("maps", "maps"))
 
 
 # -- maps and plumes of a store's members ---------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import stat
 import warnings
 
@@ -273,6 +274,7 @@ def test_scores_nc_carries_cf_metadata_and_the_dashboard_is_reported(stores, tmp
     assert scores["lead_time"].attrs["standard_name"] == "forecast_period"
     assert (scores["lat"].attrs["axis"], scores["lon"].attrs["axis"]) == ("Y", "X")
     assert scores.cf["Y"].name == "lat" and scores.attrs["Conventions"] == "CF-1.10"
+    assert scores.attrs["maps_init_time"] == "2001-01-01T00"  # the date in the maps' title
     raw = xr.open_dataset(report.parent / "scores.nc", decode_timedelta=False)
     assert raw["lead_time"].attrs["units"] == "hours"
 
@@ -317,3 +319,18 @@ def test_export_statistics_only_of_a_run_with_streaming_statistics(tiny_world, f
     members = forecast_processes.run("export", store, tmp_path / "none.nc", "--channels", "z500")
     assert members.returncode == 0, members.stderr  # z500 names its statistics
     assert set(xr.open_dataset(tmp_path / "none.nc").data_vars) == set(names)
+
+
+def test_train_logs_checkpoints_done_rate_and_eta(tiny_world, tmp_path, caplog):
+    import shutil
+
+    import workflows
+    from workflows.training import train_checkpoints
+
+    for name in ("nature", "analysis"):
+        shutil.copytree(tiny_world.paths.resolve(name), tmp_path / "planet" / f"{name}.zarr")
+    config = workflows.configure(tiny_world, workdir=tmp_path, train__checkpoints=1, train__steps=2)
+    with caplog.at_level(logging.INFO, logger="forecast.progress"):
+        train_checkpoints(config, progress_every=0)
+    assert "train: 1 checkpoints to run (0 of 1 already done)" in caplog.text
+    assert re.search(r"train: checkpoints 1/1 \(100%\), [\d.]+ checkpoint-steps/s, ETA 0:00:00", caplog.text), caplog.text

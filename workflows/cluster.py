@@ -34,7 +34,8 @@ class SlurmOptions:
         if self.jobs < 1 or self.cores < 1 or self.processes < 1:
             raise ValueError(f"Slurm jobs, cores and processes must be at least 1, got {self}")
         kwargs = {"cores": self.cores, "processes": self.processes, "memory": self.memory, "walltime": self.walltime,
-                  "job_extra_directives": list(self.job_extra), "scheduler_options": {"dashboard_address": dashboard_address()}}
+                  "job_extra_directives": list(self.job_extra),
+                  "scheduler_options": {"dashboard_address": dashboard_address()}}
         if self.queue:
             kwargs["queue"] = self.queue
         if self.account:

@@ -61,7 +61,8 @@ def store_info(path) -> dict:
         "members": schema.n_members,
         "members_finished": finished,
         "statistics_finalised": dict(zip(schema.init_times, statistics_done)) if statistics.get("channels") else {},
-        "checkpoints": [c.get("name") for c in schema.attrs.get("checkpoints", [])] or sorted(set(members.get("checkpoint", []))),
+        "checkpoints": ([c.get("name") for c in schema.attrs.get("checkpoints", [])]
+                        or sorted(set(members.get("checkpoint", [])))),
         "model_families": sorted(set(members.get("model_family", []))),
         "init_times": list(schema.init_times),
         "lead_hours": list(schema.lead_hours),
@@ -107,10 +108,10 @@ def describe_store(info: dict) -> str:
         + (f"; statistics of {', '.join(info['statistics_channels'])}" if info["statistics_channels"] else ""),
         f"grid: {info['grid']['nlat']} x {info['grid']['nlon']} {info['grid'].get('kind', '')}".rstrip(),
         f"size on disk: {human_bytes(info['size_bytes'])} (member fields {human_bytes(info['uncompressed_bytes'])} "
-        f"uncompressed, ratio {ratio:.2f})",
+        + (f"uncompressed, ratio {ratio:.2f})" if info["complete"] else "uncompressed when complete)"),
         f"compression: {info['compression']['codec']}"
         + (f", BitRound keepbits {keepbits}" if keepbits else ", lossless")
-        + f"; shards of {info['compression']['shard']['members']} member(s) x {info['compression']['shard']['leads']} lead(s)",
+        + "; shards of {members} member(s) x {leads} lead(s)".format(**info["compression"]["shard"]),
     ]
     return "\n".join(lines)
 

@@ -231,6 +231,7 @@ def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: st
     from forecast.cf import plain_strings, time_encoding, with_cf_attributes
 
     scores = with_cf_attributes(plain_strings(scores))
+    scores.attrs["maps_init_time"] = np.datetime_as_string(forecast["init_time"].values[0], "h")  # the maps' date
     tmp = out_dir / "scores.nc.partial"
     scores.to_netcdf(tmp, encoding=time_encoding(scores))
     os.replace(tmp, out_dir / "scores.nc")
