@@ -334,3 +334,23 @@ def test_train_logs_checkpoints_done_rate_and_eta(tiny_world, tmp_path, caplog):
         train_checkpoints(config, progress_every=0)
     assert "train: 1 checkpoints to run (0 of 1 already done)" in caplog.text
     assert re.search(r"train: checkpoints 1/1 \(100%\), [\d.]+ checkpoint-steps/s, ETA 0:00:00", caplog.text), caplog.text
+
+
+def test_planet_stores_open_with_plain_xarray_without_a_warning(tiny_world):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in ("nature", "analysis"):
+            assert "time" in xr.open_zarr(tiny_world.paths.resolve(name)).dims
+
+
+def test_nightly_with_umask_022_leaves_its_cycle_readable_by_others(tiny_world, forecast_processes, tmp_path):
+    from workflows.config import bundled_config
+
+    root = tmp_path / "nightly"
+    result = forecast_processes.run("-q", "nightly", str(bundled_config("tiny")), "--workdir", tiny_world.paths.workdir,
+                                    f"nightly.root={root}", "score.workers=1", "umask=022")
+    assert result.returncode == 0, result.stderr
+    made = [root, *root.rglob("*")]
+    assert any(p.name == "scores.nc" for p in made) and any(p.name == "zarr.json" for p in made)
+    unreadable = [p for p in made if not p.stat().st_mode & stat.S_IROTH and p.name != "nightly.lock"]
+    assert not unreadable, unreadable[:5]

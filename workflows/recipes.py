@@ -59,10 +59,13 @@ def make_planet(config: Config) -> tuple[Path, Path]:
 
 def _write_dataset(ds, path: Path) -> None:
     """Write a whole dataset to Zarr atomically (a temporary path renamed into place)."""
+    from forecast.store import consolidate
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     ds.to_zarr(str(tmp), mode="w", consolidated=False, zarr_format=3)
+    consolidate(tmp)  # plain xr.open_zarr opens it without a warning
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
 
