@@ -183,6 +183,10 @@ def test_plume_and_maps_plot_with_labels(stores, tmp_path):
     assert main(["plot", str(stores[0]), "--out", str(tmp_path / "m.png")]) == 0
     assert (tmp_path / "m.png").stat().st_size > 5000
     assert main(["plot", str(stores[0]), "--plume", "50"]) == 2
+    assert main(["plot", str(stores[0]), "--lead", "6", "--init-time", "2001-01-01T00", "--out", str(tmp_path / "l.png")]) == 0
+    assert main(["plot", str(stores[0]), "--lead", "7"]) == 2
+    assert main(["plot", str(stores[0]), "--init-time", "2001-02-01"]) == 2
+    assert main(["plot", str(stores[0]), "--channel", "nope"]) == 2
     import matplotlib
 
     matplotlib.use("Agg")

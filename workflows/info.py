@@ -74,7 +74,7 @@ def store_info(path) -> dict:
         "compression": {"codec": f"zstd level {layout.get('zstd_level', 3)}",
                         "bitround_keepbits": layout.get("keepbits", {}),
                         "shard": {"members": layout.get("shard_members"), "leads": layout.get("lead_chunk")}},
-        "code_version": json.loads(json.dumps(dict(store.group.attrs).get("code_version", ""))),
+        "code_version": str(dict(store.group.attrs).get("code_version", "")),
     }
 
 
@@ -129,7 +129,12 @@ def plot_store(path, plume: str | None = None, channel: str | None = None, init_
     channel = channel or (channels[0] if channels else None)
     if channel not in channels:
         raise ConfigError(f"channel {channel!r} is not a member field of {path}; it has {channels}")
-    ds = ds.sel(init_time=np.datetime64(init_time, "ns")) if init_time else ds.isel(init_time=0)
+    if init_time is not None:
+        when = np.datetime64(init_time, "ns")
+        if when not in ds["init_time"].values:
+            raise ConfigError(f"--init-time {init_time} is not a start date of {path} "
+                              f"({', '.join(np.datetime_as_string(ds['init_time'].values, 'h'))})")
+    ds = ds.sel(init_time=when) if init_time is not None else ds.isel(init_time=0)
     base = Path(path).with_suffix("")
     if plume:
         try:
@@ -138,7 +143,10 @@ def plot_store(path, plume: str | None = None, channel: str | None = None, init_
             raise ConfigError(f"--plume must be LAT,LON in degrees, e.g. 52.5,13.4; got {plume!r}") from None
         target = Path(out) if out else Path(f"{base}-plume-{channel}.png")
         return [plots.plot_plume(plots.plume(ds, lat=lat, lon=lon, channel=channel), target)]
-    step = ds.sel(lead_time=np.timedelta64(int(round(lead * 3600)), "s")) if lead is not None else ds.isel(lead_time=-1)
+    hours = ds["lead_time"].values / np.timedelta64(1, "h")
+    if lead is not None and lead not in hours:
+        raise ConfigError(f"--lead {lead:g} is not a lead time of {path} (hours: {', '.join(f'{h:g}' for h in hours)})")
+    step = ds.isel(lead_time=int(np.flatnonzero(hours == lead)[0]) if lead is not None else -1)
     target = Path(out) if out else Path(f"{base}-map-{channel}.png")
     field = step[channel]
     return [plots.plot_ensemble_maps(field.mean("member"), field.std("member"), target)]
