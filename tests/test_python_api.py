@@ -358,3 +358,13 @@ def test_nightly_with_umask_022_leaves_its_cycle_readable_by_others(tiny_world, 
     assert any(p.name == "scores.nc" for p in made) and any(p.name == "zarr.json" for p in made)
     unreadable = [p for p in made if not p.stat().st_mode & stat.S_IROTH and p.name != "nightly.lock"]
     assert not unreadable, unreadable[:5]
+
+
+def test_progress_bar_shows_members_rate_and_eta(capsys):
+    from workflows.progress import Progress
+
+    with Progress("run", bar=True) as progress:
+        progress.start(total=10, done=2, steps=4)
+        progress.advance(3)
+    err = capsys.readouterr().err
+    assert re.search(r"run: +50%.*5/10 \[.*<.*member-steps/s", err), err  # done/total, elapsed<ETA, rate
