@@ -255,7 +255,7 @@ class EnsembleEngine:
         store.finish(init_index, lo, hi, checksums.result())
         if progress is not None:
             progress.advance(hi - lo)
-        log.debug("init %s members %d:%d done", np.datetime_as_string(self.init_times[init_index], "h"), lo, hi)
+        log.info("init %s members %d:%d done", np.datetime_as_string(self.init_times[init_index], "h"), lo, hi)
 
     def _consume(self, lead, state, rows, store_index, stat_index, checksums, accumulator, buffer, init_index, lo, hi,
                  sink):

@@ -75,8 +75,12 @@ class Progress:
             if self.bar:
                 from tqdm.auto import tqdm
 
+                from tqdm.contrib.logging import logging_redirect_tqdm
+
                 self._tqdm = tqdm(total=self.total, initial=self.done, desc=self.label, unit=self.unit[:-1] or "it",
                                   dynamic_ncols=True, file=sys.stderr)
+                self._redirect = logging_redirect_tqdm()  # log lines print above the bar, not through it
+                self._redirect.__enter__()
         if not self.bar:
             log.info("%s: %d %s to run (%d of %d already done)", self.label, self.total - self.done, self.unit,
                      self.done, self.total)
@@ -94,6 +98,7 @@ class Progress:
 
     def close(self) -> None:
         if self._tqdm is not None:
+            self._redirect.__exit__(None, None, None)
             self._tqdm.close()
             self._tqdm = None
 
