@@ -180,9 +180,13 @@ class EnsembleEngine:
         return [b for b in blocks if any(a <= b[0] and b[1] <= z for a, z in mine)]
 
     def run(self, store: EnsembleStore, start: int = 0, stop: int | None = None, rank: int = 0, world: int = 1,
-            init_indices=None) -> dict:
+            init_indices=None, progress=None) -> dict:
         """Generate members ``start:stop`` (this rank's share) for the start dates ``init_indices`` (default
-        all) into ``store``, skipping finished blocks."""
+        all) into ``store``, skipping finished blocks.
+
+        ``progress`` (optional) is told ``start(total, done, steps)`` (members x start dates of this share,
+        those finished before, steps per member) and then ``advance(members)`` after each finished block,
+        from the sink thread (``workflows.progress.Progress`` draws a bar or logs from it)."""
         stop = self.plan.size if stop is None else stop
         init_indices = range(len(self.init_times)) if init_indices is None else list(init_indices)
         diff = store.schema.differences(self.schema())
@@ -191,6 +195,11 @@ class EnsembleEngine:
         counts = {"blocks_run": 0, "blocks_skipped": 0, "member_steps": 0}
         began = time.perf_counter()
         blocks = self.rank_blocks(start, stop, rank, world)
+        if progress is not None:
+            spans = [(max(a, start), min(b, stop)) for a, b in blocks]
+            progress.start(total=sum(hi - lo for lo, hi in spans) * len(init_indices),
+                           done=sum(hi - lo for i in init_indices for lo, hi in spans if store.is_done(i, lo, hi)),
+                           steps=self.lead_steps)
         with _Sink(store, self.writer_threads, self.device) as sink:  # drained on exit: every block is finished
             self.output_timeline = sink.timeline  # live: a monitor can read it while the run goes on
             for checkpoint, group in groupby(blocks, key=lambda b: self.plan.member(b[0]).checkpoint):
@@ -209,7 +218,7 @@ class EnsembleEngine:
                     if model is None:
                         model = load_checkpoint(self.checkpoints[checkpoint], self.device)
                         log.info("rank %d: checkpoint %d (%s) loaded", rank, checkpoint, self.cards[checkpoint].name)
-                    self._run_group(model, store, sink, i, pending)
+                    self._run_group(model, store, sink, i, pending, progress)
                     counts["blocks_run"] += len(pending)
                     counts["member_steps"] += sum(b - a for a, b, _, _ in pending) * self.lead_steps
                 del model
@@ -220,7 +229,7 @@ class EnsembleEngine:
         counts["output_wait_seconds"] = sink.waited
         return counts
 
-    def _run_group(self, model, store, sink, init_index: int, pending) -> None:
+    def _run_group(self, model, store, sink, init_index: int, pending, progress=None) -> None:
         """Run one (checkpoint, start date) group of blocks; persist statistics, then the done flags."""
         accumulator = None
         if self.statistics is not None:
@@ -237,16 +246,18 @@ class EnsembleEngine:
                             init_index, lo, hi)
             finished.append((lo, hi, checksums))
             if accumulator is None:  # the block is done once its writes are: the next block need not wait
-                sink.submit(self._finish_block, store, init_index, lo, hi, checksums)
+                sink.submit(self._finish_block, store, init_index, lo, hi, checksums, progress)
         if accumulator is not None:
             sink.drain()
             store.write_statistics_part(init_index, [(lo, hi) for lo, hi, _ in finished], accumulator.to_arrays())
             for lo, hi, checksums in finished:
-                self._finish_block(store, init_index, lo, hi, checksums, sink)
+                self._finish_block(store, init_index, lo, hi, checksums, progress, sink)
 
-    def _finish_block(self, store, init_index: int, lo: int, hi: int, checksums, sink) -> None:
+    def _finish_block(self, store, init_index: int, lo: int, hi: int, checksums, progress, sink) -> None:
         sink.wait_writes()
         store.finish(init_index, lo, hi, checksums.result())
+        if progress is not None:
+            progress.advance(hi - lo)
         log.info("init %s members %d:%d done", np.datetime_as_string(self.init_times[init_index], "h"), lo, hi)
 
     def _consume(self, lead, state, rows, store_index, stat_index, checksums, accumulator, buffer, init_index, lo, hi,

@@ -198,6 +198,26 @@ class Config:
     experiments: dict[str, EnsembleSection] = field(default_factory=dict)
     score: ScoreSection = field(default_factory=ScoreSection)
     nightly: NightlySection = field(default_factory=NightlySection)
+    umask: str | int = "027"  # octal; files of runs and nightly cycles: "027" group-readable, "022" all-readable
+
+    def __post_init__(self):
+        umask_bits(self.umask)  # a bad value is named before anything runs
+
+
+def umask_bits(value) -> int:
+    """The ``umask`` setting as permission bits: an octal string (``"022"``) or the number YAML reads
+    from an unquoted ``022`` (octal 18).
+
+    >>> oct(umask_bits("022")), oct(umask_bits(0o27))
+    ('0o22', '0o27')
+    """
+    try:
+        bits = int(value, 8) if isinstance(value, str) else value
+    except ValueError:
+        bits = None
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 0 <= bits <= 0o777:
+        raise ConfigError(f"umask must be octal permission bits from 000 to 777 (e.g. \"027\"), got {value!r}")
+    return bits
 
 
 # -- building -------------------------------------------------------------------------------------

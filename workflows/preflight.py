@@ -38,11 +38,11 @@ def check_initial_states(engine, init_indices=None) -> None:
 
 
 def check_writable(path: str | os.PathLike) -> None:
-    """Make sure the folder that will hold ``path`` exists (mode 0750) and accepts a file; raise
+    """Make sure the folder that will hold ``path`` exists (mode from the umask) and accepts a file; raise
     ``PermissionError`` (or the ``OSError`` met) naming the folder."""
     folder = Path(path).parent
     try:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o750)
+        folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:

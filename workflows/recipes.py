@@ -59,10 +59,13 @@ def make_planet(config: Config) -> tuple[Path, Path]:
 
 def _write_dataset(ds, path: Path) -> None:
     """Write a whole dataset to Zarr atomically (a temporary path renamed into place)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    from forecast.store import consolidate
+
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     ds.to_zarr(str(tmp), mode="w", consolidated=False, zarr_format=3)
+    consolidate(tmp)  # plain xr.open_zarr opens it without a warning
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
 
@@ -165,8 +168,13 @@ def build_engine(config: Config, local_rank: int = 0, experiment: str | None = N
 
 
 def run_ensemble(config: Config, members: str | None = None, init_times: str | None = None,
-                 experiment: str | None = None) -> Path:
-    """Generate the ensemble (or an experiment's; this rank's share under srun/torchrun) into its store."""
+                 experiment: str | None = None, progress=None) -> Path:
+    """Generate the ensemble (or an experiment's; this rank's share under srun/torchrun) into its store.
+
+    ``progress``: a :class:`workflows.progress.Progress` (default: a bar on a terminal or in a notebook,
+    a log line every 30 s otherwise)."""
+    from workflows.progress import Progress
+
     from ensembles.plan import parse_member_range
     from ensembles.ranks import rank_from_environment
 
@@ -187,7 +195,10 @@ def run_ensemble(config: Config, members: str | None = None, init_times: str | N
 
     with naming(path):  # a full disk names the store
         store = engine.create_store(path)
-        counts = engine.run(store, start, stop, rank=ranks.rank, world=ranks.world, init_indices=init_indices)
+        label = "run" if ranks.world == 1 else f"run rank {ranks.rank}/{ranks.world}"
+        with progress or Progress(label) as shown:
+            counts = engine.run(store, start, stop, rank=ranks.rank, world=ranks.world, init_indices=init_indices,
+                                progress=shown)
     log.info("run: rank %d/%d, members %d:%d into %s: %s", ranks.rank, ranks.world, start, stop, path, counts)
     return path
 
@@ -214,13 +225,17 @@ def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: st
     forecast = open_ensemble(store_path, chunk_bytes=int(chunk_mb * 2**20), dims=dims)
     lazy = score_ensemble(forecast, open_truth(truth_path), regions=tuple(verify.REGIONS) + tuple(regions),
                           regrid=regrid)
-    out_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    out_dir.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     with dask_client(workers or available_cores(), scheduler, slurm, worker_memory or LOCAL_WORKER_MEMORY) as client:
         scores = _compute_with_progress(client, lazy)
     log.info("score: %s scored in %.1f s", store_path, time.perf_counter() - began)
+    from forecast.cf import plain_strings, time_encoding, with_cf_attributes
+
+    scores = with_cf_attributes(plain_strings(scores))
+    scores.attrs["maps_init_time"] = np.datetime_as_string(forecast["init_time"].values[0], "h")  # the maps' date
     tmp = out_dir / "scores.nc.partial"
-    scores.to_netcdf(tmp)
+    scores.to_netcdf(tmp, encoding=time_encoding(scores))
     os.replace(tmp, out_dir / "scores.nc")
     return write_report(scores, out_dir, store_path)
 

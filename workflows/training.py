@@ -49,8 +49,13 @@ def _distributed() -> bool:
     return rank_from_environment().world > 1
 
 
-def train_checkpoints(config: Config) -> list[Path]:
-    """Train every checkpoint of every model set that is missing (checkpoints that load are kept)."""
+def train_checkpoints(config: Config, progress_every: float = 30.0) -> list[Path]:
+    """Train every checkpoint of every model set that is missing (checkpoints that load are kept).
+
+    Progress (checkpoints done / total, training steps/s, ETA) is a bar on a terminal or in a notebook and
+    a log line at most every ``progress_every`` seconds otherwise."""
+    from workflows.progress import Progress
+
     from models.checkpoint import CheckpointError, load_checkpoint
 
     jobs, dirs = [], []
@@ -70,15 +75,20 @@ def train_checkpoints(config: Config) -> list[Path]:
         return dirs
     workers = config.train.processes or min(len(jobs), available_cores())
     log.info("train: %d checkpoint(s) in %d process(es)", len(jobs), workers)
-    if workers == 1:
-        for name, k in jobs:
-            train_one(config, name, k)
-    else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                 initializer=_quiet_worker, initargs=(logging.getLogger().level,)) as pool:
-            for result in pool.map(train_one, [config] * len(jobs), [n for n, _ in jobs], [k for _, k in jobs],
-                                   range(len(jobs))):  # the job's index spreads checkpoints over the GPUs
-                log.info("train: wrote %s", result)
+    sets = model_sets(config)
+    with Progress("train", unit="checkpoints", log_every=progress_every) as progress:
+        progress.start(len(jobs), 0, steps=max(sets[name].steps for name, _ in jobs))
+        if workers == 1:
+            for name, k in jobs:
+                train_one(config, name, k)
+                progress.advance()
+        else:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                     initializer=_quiet_worker, initargs=(logging.getLogger().level,)) as pool:
+                for result in pool.map(train_one, [config] * len(jobs), [n for n, _ in jobs], [k for _, k in jobs],
+                                       range(len(jobs))):  # the job's index spreads checkpoints over the GPUs
+                    log.info("train: wrote %s", result)
+                    progress.advance()
     return dirs
 
 
