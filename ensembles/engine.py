@@ -9,9 +9,10 @@ leaves the device through a pinned host buffer with an asynchronous copy.
 Ranks (``srun -n R``, ``torchrun``) split the plan's windows (``MemberPlan.windows``) into contiguous
 runs, so each rank writes only its own shards; no communication is needed.
 
-Resume: a block's done flags are written after its values; with streaming statistics they wait until
-the partial statistics of the rank's (checkpoint, start date) group are stored too. The statistics of a
-start date are finalised (parts merged in member order) by whichever rank completes the coverage.
+Resume: a block's done flags are written after its values; with streaming statistics, after the
+block's statistics part too (one part per block, at a place fixed by the block, so a recomputed block
+replaces its own part). The statistics of a start date are finalised (parts merged in block order) by
+whichever rank finds every part stored; finalising is idempotent.
 """
 
 from __future__ import annotations
@@ -218,30 +219,26 @@ class EnsembleEngine:
         return counts
 
     def _run_group(self, model, store, sink, init_index: int, pending) -> None:
-        """Run one (checkpoint, start date) group of blocks; persist statistics, then the done flags."""
-        accumulator = None
-        if self.statistics is not None:
-            accumulator = EnsembleAccumulator(self.statistics, self.lead_steps + 1, self.grid.shape)
-        stat_index = [self.channels.index(c) for c in self.statistics.channels] if accumulator else []
+        """Run one (checkpoint, start date) group of blocks; each block's statistics part is stored
+        before its done flags."""
+        stat_index = [self.channels.index(c) for c in self.statistics.channels] if self.statistics else []
         store_index = [self.channels.index(c) for c in self.stored]
-        finished = []
         for a, b, lo, hi in pending:
+            accumulator = None
+            if self.statistics is not None:  # one per block: a block's part depends on its members alone
+                accumulator = EnsembleAccumulator(self.statistics, self.lead_steps + 1, self.grid.shape)
             checksums = Checksums(hi - lo, len(self.stored))
             buffer = []
             for lead, state in self.run_block(model, init_index, a, b):
                 rows = slice(lo - a, hi - a)
                 sink.submit(self._consume, lead, state, rows, store_index, stat_index, checksums, accumulator, buffer,
                             init_index, lo, hi)
-            finished.append((lo, hi, checksums))
-            if accumulator is None:  # the block is done once its writes are: the next block need not wait
-                sink.submit(self._finish_block, store, init_index, lo, hi, checksums)
-        if accumulator is not None:
-            sink.drain()
-            store.write_statistics_part(init_index, [(lo, hi) for lo, hi, _ in finished], accumulator.to_arrays())
-            for lo, hi, checksums in finished:
-                self._finish_block(store, init_index, lo, hi, checksums, sink)
+            # the ordered sink thread runs this after the block's leads: the next block need not wait
+            sink.submit(self._finish_block, store, init_index, (a, b), lo, hi, checksums, accumulator)
 
-    def _finish_block(self, store, init_index: int, lo: int, hi: int, checksums, sink) -> None:
+    def _finish_block(self, store, init_index: int, block, lo: int, hi: int, checksums, accumulator, sink) -> None:
+        if accumulator is not None:
+            store.write_statistics_part(init_index, block, accumulator.to_arrays())
         sink.wait_writes()
         store.finish(init_index, lo, hi, checksums.result())
         log.info("init %s members %d:%d done", np.datetime_as_string(self.init_times[init_index], "h"), lo, hi)
@@ -249,10 +246,10 @@ class EnsembleEngine:
     def _consume(self, lead, state, rows, store_index, stat_index, checksums, accumulator, buffer, init_index, lo, hi,
                  sink):
         """Sink-thread work for one lead of a block: host copy, checksums, statistics, shard writes."""
-        values = _to_numpy(state)[rows]
-        stored = values[:, store_index]
+        values = _to_numpy(state)
+        stored = values[rows][:, store_index]
         checksums.update(stored)
-        if accumulator is not None:
+        if accumulator is not None:  # every member of the block, also those outside start:stop
             accumulator.update(lead, values[:, stat_index])
         if not self.stored:
             return
@@ -263,23 +260,8 @@ class EnsembleEngine:
             buffer.clear()
 
     def finalise_statistics(self, store: EnsembleStore, init_index: int) -> bool:
-        """Merge the stored parts of a start date, in member order, once they cover every member."""
-        if store.statistics_done(init_index):
-            return True
-        parts = store.statistics_parts(init_index)
-        covered = np.zeros(self.plan.size, dtype=np.int64)
-        for intervals, _ in parts:
-            for lo, hi in intervals:
-                covered[lo:hi] += 1
-        if (covered == 0).any():
-            return False
-        if (covered > 1).any():
-            raise ValueError(f"statistics parts of start date {init_index} overlap (members {np.flatnonzero(covered > 1)[:5]})")
-        total = EnsembleAccumulator.from_arrays(self.statistics, parts[0][1])
-        for _, arrays in parts[1:]:
-            total.merge(EnsembleAccumulator.from_arrays(self.statistics, arrays))
-        store.write_statistics(init_index, total.result())
-        return True
+        """Finalise a start date's statistics once every block's part is stored (see :func:`finalise_statistics`)."""
+        return finalise_statistics(store, init_index)
 
     # -- numerics ---------------------------------------------------------------------------------
     def initial_state(self, model, init_index: int) -> torch.Tensor:
@@ -343,6 +325,26 @@ class EnsembleEngine:
             start_time = init_time if getattr(model, "needs_time", False) else None
             for lead, state in rollout(stepper, x, self.lead_steps, noise, floor, start_time=start_time):
                 yield lead, _to_host(model.denormalise(state))
+
+
+def finalise_statistics(store: EnsembleStore, init_index: int) -> bool:
+    """Merge the stored statistics parts of a start date, one per block in block order, and write the
+    final statistics, once every block's part is stored; returns whether they are final.
+
+    The fold order is fixed by the blocks, so the result is bit-identical however the blocks were run
+    (ranks, reruns, concurrent runs), and finalising twice writes the same values (idempotent).
+    """
+    if store.statistics_done(init_index):
+        return True
+    complete = store.statistics_complete(init_index)
+    if not complete.all():
+        return False
+    spec = StatisticsSpec(**store.schema.statistics)
+    total = EnsembleAccumulator.from_arrays(spec, store.statistics_part(init_index, 0))
+    for b in range(1, len(store.blocks)):
+        total.merge(EnsembleAccumulator.from_arrays(spec, store.statistics_part(init_index, b)))
+    store.write_statistics(init_index, total.result())
+    return True
 
 
 def auto_batch_size(checkpoint, device: str, grid_shape: tuple[int, int], cpu_default: int = 8,

@@ -31,6 +31,7 @@ class Source:
     dataset: object  # xarray.Dataset
     name: str = "source"
     missing: dict = field(default_factory=dict)
+    path: str = ""  # the file or store read, named when a chunk of it cannot be decoded
 
     def __post_init__(self):
         ds = self.dataset
@@ -92,8 +93,21 @@ class Source:
             if not np.issubdtype(da.dtype, np.floating):
                 raise DataError(f"{self.name}: channel {name} has dtype {da.dtype}; a floating-point field is required")
         # one compute for all channels: channels cut from one stored variable (levels) share its chunk reads
-        selected = self.dataset[list(dict.fromkeys(channels))].isel(time=index).load()
+        try:
+            selected = self.dataset[list(dict.fromkeys(channels))].isel(time=index).load()
+        except OSError:
+            raise
+        except Exception as error:  # a chunk failing its checksum or its codec
+            raise DataError(self._undecodable(error)) from None
         return np.stack([np.asarray(selected[name].values, dtype=np.float32) for name in channels], axis=1)
+
+    def _undecodable(self, error: Exception) -> str:
+        from forecast.store import undecodable_files
+
+        files = undecodable_files(self.path) if self.path and os.path.isdir(self.path) else []
+        where = f"chunk file {files[0]}" + (f" (and {len(files) - 1} more)" if len(files) > 1 else "") if files else \
+            f"a chunk of {self.path or 'it'}"
+        return f"{self.name}: {where} cannot be decoded (corrupt: {type(error).__name__}: {error})"
 
     def initial_state(self, time, channels) -> np.ndarray:
         """``(1, channel, lat, lon)`` at ``time``; refuses non-finite values."""
@@ -140,6 +154,12 @@ def open_source(path, name: str | None = None, grid: Grid | None = None, channel
             ds = xr.open_zarr(path, consolidated=None if remote else False)
         except Exception as error:  # zarr raises several types for a non-store path
             raise DataError(f"data source {path} is not a readable Zarr store ({error})") from None
+    source = _open_layout(ds, path, name, grid, channels, regrid)
+    source.path = path
+    return source
+
+
+def _open_layout(ds, path, name, grid, channels, regrid) -> Source:
     if _is_system_layout(ds):
         source = Source(ds, name=name or path)
         if grid is not None and source.grid != grid:

@@ -16,6 +16,7 @@ EXAMPLES = """examples:
   forecast import-checkpoint hens/sfno_linear_74chq_sc2_layers8_edim620_wstgl2-epoch70_seed102 checkpoints/hens-102
   forecast score big.zarr --truth era5.zarr --slurm 4 --slurm-queue cpu   # Dask workers in 4 Slurm jobs
   forecast check out/ensemble.zarr                 # every finished member against its manifest checksum
+  forecast check --migrate out/ensemble.zarr       # convert a store of an earlier release, then check it
   forecast nightly nightly.yaml                    # the cron cycle: newest start time, run, score, retention
 
 exit codes: 0 ok, 2 bad input or config, 3 store problem, 4 disk full, 5 other system error,
@@ -94,8 +95,11 @@ def cmd_import_checkpoint(args):
 
 def cmd_check(args):
     from forecast.store import StoreError
-    from workflows.check import check_store
+    from workflows.check import check_store, migrate
 
+    if args.migrate:
+        for note in migrate(args.store):
+            print(f"{args.store}: {note}")
     result = check_store(args.store, repair=args.repair)
     for problem in result.problems:
         print(problem)
@@ -153,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("store", help="ensemble Zarr store")
     check.add_argument("--repair", action="store_true", help="mark members with missing or corrupt values unfinished, "
                        "so that the next `forecast run` recomputes them")
+    check.add_argument("--migrate", action="store_true", help="first convert a store written by an earlier release "
+                       "to this release's store layout (no run may write to it meanwhile), then check it")
     check.set_defaults(func=cmd_check)
     score = sub.add_parser("score", help="score an ensemble store against the truth and write a report")
     score.add_argument("store", help="ensemble Zarr store")

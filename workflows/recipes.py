@@ -58,11 +58,15 @@ def make_planet(config: Config) -> tuple[Path, Path]:
 
 
 def _write_dataset(ds, path: Path) -> None:
-    """Write a whole dataset to Zarr atomically (a temporary path renamed into place)."""
+    """Write a whole dataset to Zarr atomically (a temporary path renamed into place), every chunk with a
+    zstd content checksum, so a damaged chunk is an error when read instead of plausible numbers."""
+    import zarr
+
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
     tmp = path.with_name(path.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    ds.to_zarr(str(tmp), mode="w", consolidated=False, zarr_format=3)
+    encoding = {name: {"compressors": [zarr.codecs.ZstdCodec(level=3, checksum=True)]} for name in ds.variables}
+    ds.to_zarr(str(tmp), mode="w", consolidated=False, zarr_format=3, encoding=encoding)
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
 
