@@ -39,6 +39,8 @@ layout; a store of another version is refused with the command that migrates it 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -208,16 +210,33 @@ class EnsembleStore:
         removed first when it holds no finished member outside ``start:stop``, else this is a
         :class:`StoreError` naming the file (``forecast check --repair`` resets its members)."""
         leads = values.shape[1]
-        for k, name in enumerate(self.channels):
-            region = (slice(start, stop), init_index, slice(lead_start, lead_start + leads))
-            try:
-                self.group[name][region] = values[:, :, k]
-            except OSError:
-                raise
-            except Exception:
-                if not self._remove_undecodable_shards(name, init_index, start, stop, lead_start, leads):
+        shards = self.schema.layout["shard_members"]
+        whole = start % shards == 0 and (stop % shards == 0 or stop == self.schema.n_members)
+        with contextlib.nullcontext() if whole else self._partial_shard_lock():
+            for k, name in enumerate(self.channels):
+                region = (slice(start, stop), init_index, slice(lead_start, lead_start + leads))
+                try:
+                    self.group[name][region] = values[:, :, k]
+                except OSError:
                     raise
-                self.group[name][region] = values[:, :, k]
+                except Exception:
+                    if not self._remove_undecodable_shards(name, init_index, start, stop, lead_start, leads):
+                        raise
+                    self.group[name][region] = values[:, :, k]
+
+    @contextlib.contextmanager
+    def _partial_shard_lock(self):
+        """A block that fills part of a shard (a window split where the checkpoint changes) is merged into
+        the shard file by read-modify-write; an exclusive lock keeps two writers of the shard's blocks
+        (concurrent runs) from losing each other's members. The lock is on the store's folder (no file is
+        added to the hierarchy); where the file system has no locks, there is none."""
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def finish(self, init_index: int, start: int, stop: int, checksums: np.ndarray) -> None:
         """Record members ``start:stop`` as complete with their checksums ``(stop - start, channel)``."""

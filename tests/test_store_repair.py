@@ -301,3 +301,13 @@ def test_a_damaged_analysis_chunk_is_bad_input_naming_the_file(tiny_world, forec
     assert result.returncode == 2, result.stderr
     assert len(result.error_lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert f"chunk file {analysis}/z500/c/" in result.error_lines[0] and "cannot be decoded" in result.error_lines[0]
+
+
+def test_nightly_migrates_a_cycle_store_started_before_the_upgrade(reference, tmp_path):
+    from workflows.nightly import store_state
+
+    path = tmp_path / "cycle" / "ensemble.zarr"
+    shutil.copytree(reference[0], path)
+    downgrade_to_version_1(path)
+    assert store_state(path) == "partial"  # start date 1 is resumed by the nightly's run
+    assert EnsembleStore.open(path).done[0].all()

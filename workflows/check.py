@@ -88,8 +88,7 @@ def _repair(store: EnsembleStore, problems: list, result: CheckResult) -> None:
             log.info("check: removed undecodable shard %s", file)
         if p.damaged and p.members is not None:
             for a, b in store.reset(p.init_index, *p.members):
-                result.repaired.append((init_times[p.init_index], a, b))
-                log.info("check: init %s members %d:%d marked unfinished", init_times[p.init_index], a, b)
+                _record(result, init_times[p.init_index], a, b)
     for i in sorted({p.init_index for p in problems if p.finalise}):
         store.unfinalise(i)
         if finalise_statistics(store, i):
@@ -97,7 +96,27 @@ def _repair(store: EnsembleStore, problems: list, result: CheckResult) -> None:
             log.info("check: init %s statistics finalised", init_times[i])
         else:  # parts are missing (a migrated store): their blocks are recomputed
             for a, b in store.reset(i, 0, 0):
-                result.repaired.append((init_times[i], a, b))
+                _record(result, init_times[i], a, b)
+
+
+def _record(result: CheckResult, init: str, a: int, b: int) -> None:
+    """Note members ``a:b`` of ``init`` as reset, counting each member once (pieces of several channels
+    or blocks may reset the same members)."""
+    seen = {m for i, lo, hi in result.repaired if i == init for m in range(lo, hi)}
+    for lo, hi in _spans(sorted(set(range(a, b)) - seen)):
+        result.repaired.append((init, lo, hi))
+        log.info("check: init %s members %d:%d marked unfinished", init, lo, hi)
+
+
+def _spans(members: list[int]):
+    """Sorted member indices as ``(start, stop)`` runs."""
+    runs = []
+    for m in members:
+        if runs and runs[-1][1] == m:
+            runs[-1] = (runs[-1][0], m + 1)
+        else:
+            runs.append((m, m + 1))
+    return runs
 
 
 def migrate(path) -> list[str]:
