@@ -9,6 +9,7 @@ readers convert their layouts to it (``forecast.era5``: WeatherBench2, ARCO-ERA5
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -93,21 +94,11 @@ class Source:
             if not np.issubdtype(da.dtype, np.floating):
                 raise DataError(f"{self.name}: channel {name} has dtype {da.dtype}; a floating-point field is required")
         # one compute for all channels: channels cut from one stored variable (levels) share its chunk reads
-        try:
+        from forecast.store import undecodable_named
+
+        with undecodable_named(self.path, DataError, self.name) if self.path else contextlib.nullcontext():
             selected = self.dataset[list(dict.fromkeys(channels))].isel(time=index).load()
-        except OSError:
-            raise
-        except Exception as error:  # a chunk failing its checksum or its codec
-            raise DataError(self._undecodable(error)) from None
         return np.stack([np.asarray(selected[name].values, dtype=np.float32) for name in channels], axis=1)
-
-    def _undecodable(self, error: Exception) -> str:
-        from forecast.store import undecodable_files
-
-        files = undecodable_files(self.path) if self.path and os.path.isdir(self.path) else []
-        where = f"chunk file {files[0]}" + (f" (and {len(files) - 1} more)" if len(files) > 1 else "") if files else \
-            f"a chunk of {self.path or 'it'}"
-        return f"{self.name}: {where} cannot be decoded (corrupt: {type(error).__name__}: {error})"
 
     def initial_state(self, time, channels) -> np.ndarray:
         """``(1, channel, lat, lon)`` at ``time``; refuses non-finite values."""

@@ -534,6 +534,26 @@ def undecodable_files(path) -> list[Path]:
     return bad
 
 
+@contextlib.contextmanager
+def undecodable_named(path, error: type = StoreError, what: str = "store"):
+    """Turn a codec or checksum failure raised while reading the Zarr store at ``path`` into ``error``
+    naming the chunk file (found by :func:`undecodable_files`, a full read, done only on failure); any
+    other failure passes through unchanged."""
+    try:
+        yield
+    except (OSError, StoreError):
+        raise
+    except Exception as failure:
+        if isinstance(failure, error) or not Path(path).is_dir():
+            raise
+        files = undecodable_files(path)
+        if not files:
+            raise
+        more = f" (and {len(files) - 1} more)" if len(files) > 1 else ""
+        raise error(f"{what} {path}: chunk file {files[0]}{more} cannot be decoded (corrupt: "
+                    f"{type(failure).__name__}: {failure})") from None
+
+
 def _merge(ranges) -> list[tuple[int, int]]:
     """Sorted ranges with touching or overlapping ones joined."""
     out = []

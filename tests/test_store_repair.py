@@ -311,3 +311,16 @@ def test_nightly_migrates_a_cycle_store_started_before_the_upgrade(reference, tm
     downgrade_to_version_1(path)
     assert store_state(path) == "partial"  # start date 1 is resumed by the nightly's run
     assert EnsembleStore.open(path).done[0].all()
+
+
+def test_scoring_a_store_with_a_damaged_chunk_names_the_file(tiny_world, forecast_processes, reference, tmp_path):
+    path = tmp_path / "scored.zarr"
+    shutil.copytree(reference[0], path)
+    shard = path / "z500" / "c" / "1" / "0" / "0" / "0" / "0"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 3: len(data) // 3 + 16] = bytes(16)  # inside the compressed fields: the zstd checksum fails
+    shard.write_bytes(bytes(data))
+    result = forecast_processes.run("-q", "score", path, "--truth", tiny_world.paths.resolve("nature"), "--out",
+                                    tmp_path / "scores", "--workers", "1")
+    assert result.returncode == 3, result.stderr
+    assert f"store {path}: chunk file {shard} cannot be decoded" in result.error_lines[-1], result.stderr

@@ -210,7 +210,9 @@ def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: st
     import xarray as xr
 
     from forecast import verify
+    from forecast.data import DataError
     from forecast.scores import open_ensemble, score_ensemble
+    from forecast.store import undecodable_named
     from workflows.cluster import LOCAL_WORKER_MEMORY, dask_client
     from workflows.report import write_report
 
@@ -221,7 +223,8 @@ def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: st
     began = time.perf_counter()
     with dask_client(workers or available_cores(), scheduler, slurm, worker_memory or LOCAL_WORKER_MEMORY) as client:
         lazy = score_ensemble(forecast, truth, regions=tuple(verify.REGIONS) + tuple(regions))
-        scores = _compute_with_progress(client, lazy)
+        with undecodable_named(store_path), undecodable_named(truth_path, DataError, "truth"):  # name a corrupt chunk
+            scores = _compute_with_progress(client, lazy)
     log.info("score: %s scored in %.1f s", store_path, time.perf_counter() - began)
     tmp = out_dir / "scores.nc.partial"
     scores.to_netcdf(tmp)
