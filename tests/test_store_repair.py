@@ -324,3 +324,50 @@ def test_scoring_a_store_with_a_damaged_chunk_names_the_file(tiny_world, forecas
                                     tmp_path / "scores", "--workers", "1")
     assert result.returncode == 3, result.stderr
     assert f"store {path}: chunk file {shard} cannot be decoded" in result.error_lines[-1], result.stderr
+
+
+def test_a_store_written_by_release_1_migrates_keeping_its_values_and_resumes(tmp_path):
+    """``tests/fixtures/store_v1.tar.gz`` was written by release 1's own code (``make_store_v1.py``)."""
+    import sys
+    import tarfile
+    from pathlib import Path
+
+    from ensembles.engine import finalise_statistics
+    from ensembles.stats import EnsembleAccumulator
+    from forecast.store import Checksums, migrate_store
+
+    fixtures = Path(__file__).parent / "fixtures"
+    sys.path.insert(0, str(fixtures))
+    try:  # the generator's numbers, regenerated here
+        from make_store_v1 import LEADS, SPEC, member_values
+    finally:
+        sys.path.remove(str(fixtures))
+    with tarfile.open(fixtures / "store_v1.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    path = tmp_path / "store_v1.zarr"
+    before = xr.open_zarr(path, consolidated=False).load()
+    with pytest.raises(StoreVersionError, match=r"layout version 1 .*forecast check --migrate"):
+        EnsembleStore.open(path)
+    notes = migrate_store(path)
+    assert any("init 2000-01-02T00:00:00: statistics were not final" in n for n in notes), notes
+    store = EnsembleStore.open(path)
+    after = xr.open_zarr(path, consolidated=False).load()
+    for name in before.data_vars:
+        assert np.array_equal(before[name].values, after[name].values, equal_nan=True), name
+    assert store.done[0].all() and not store.done[1].any()  # start date 1's part cannot be split: recomputed
+    assert [p.message for p in store.problems() if p.init_index == 0] == []  # values match release 1's checksums
+    values = member_values(1)
+    for lo, hi in store.blocks:  # resume start date 1 as this release's engine does, block by block
+        store.write(1, lo, hi, 0, values[lo:hi])
+        accumulator, sums = EnsembleAccumulator(SPEC, LEADS, (5, 8)), Checksums(hi - lo, 1)
+        for lead in range(LEADS):
+            accumulator.update(lead, values[lo:hi, lead])
+            sums.update(values[lo:hi, lead])
+        store.write_statistics_part(1, (lo, hi), accumulator.to_arrays())
+        store.finish(1, lo, hi, sums.result())
+    assert finalise_statistics(store, 1) and store.verify() == []
+    final = xr.open_zarr(path, consolidated=False)
+    z = values[:, :, 0].astype(np.float64)
+    assert np.allclose(final["z500_ensemble_mean"].values[1], z.mean(0), rtol=1e-6, atol=1e-6)
+    assert np.allclose(final["z500_ensemble_std"].values[1], z.std(0, ddof=1), rtol=1e-5, atol=1e-6)
+    assert np.array_equal(final["z500_exceedance_probability"].values[0, 1], (z > 0.5).mean(0).astype(np.float32))
