@@ -32,6 +32,7 @@ class CheckResult:
     repaired: list = field(default_factory=list)  # (init time, start, stop) marked unfinished
     removed: list = field(default_factory=list)  # undecodable shard files removed by --repair
     finalised: list = field(default_factory=list)  # start dates whose statistics --repair finalised
+    damaged: bool = False  # any problem beyond unfinished members (missing, corrupt, inconsistent pieces)
 
     @property
     def ok(self) -> bool:
@@ -65,6 +66,7 @@ def check_store(path, repair: bool = False) -> CheckResult:
     result = CheckResult(path, store.schema.n_members, len(store.schema.init_times))
     problems = store.problems()
     result.problems = [p.message for p in problems]
+    result.damaged = any(p.damaged or p.finalise or p.init_index is None for p in problems)
     result.leftovers = sorted(str(p.relative_to(path)) for p in path.rglob("*.partial"))
     result.leftovers += sorted(str(p) for p in path.parent.glob(f".{path.name}.creating-*"))
     if result.leftovers:
