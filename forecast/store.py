@@ -333,8 +333,10 @@ class EnsembleStore:
         try:
             done = self.done[:]
             expected = self.checksums[:]
+            if self.schema.statistics.get("channels"):
+                self.group["manifest/statistics_done"][:], self.group["statistics_parts/complete"][:]
         except Exception as error:  # zarr and its codecs raise many types for a damaged chunk
-            return [StoreProblem(f"manifest of {self.path} is unreadable ({type(error).__name__}: {error})")]
+            return self._bookkeeping_problems(error)
         problems = []
         shard = self.schema.store_layout.shard_members
         for i, init in enumerate(self.schema.init_times):
@@ -354,6 +356,26 @@ class EnsembleStore:
                                                          i, members, damaged=True, files=tuple(files or ())))
             if self.schema.statistics.get("channels"):
                 problems += self._statistics_problems(i, init, done[i])
+        return problems
+
+    def _bookkeeping_problems(self, error: Exception) -> list["StoreProblem"]:
+        """Manifest and statistics-part flags that cannot be decoded, one chunk (one member, block or
+        start date) each: repair removes the chunk, which reads as unfinished, and resets its members."""
+        bad = [(f"manifest/{name}", index, file) for name, index, file in _undecodable_chunks(self.path / "manifest")]
+        if "statistics_parts" in self.group:
+            bad += [(f"statistics_parts/{name}", index, file)
+                    for name, index, file in _undecodable_chunks(self.path / "statistics_parts", ("complete",))]
+        if not bad:
+            return [StoreProblem(f"manifest of {self.path} is unreadable ({type(error).__name__}: {error})")]
+        problems = []
+        for name, index, file in bad:
+            where = f"{name} chunk {file.relative_to(self.path)} cannot be decoded (corrupt chunk)"
+            if name == "manifest/statistics_done":
+                problems.append(StoreProblem(where, index[0], files=(file,), finalise=True))
+                continue
+            members = self.blocks[index[1]] if name == "statistics_parts/complete" else (index[1], index[1] + 1)
+            problems.append(StoreProblem(f"init {self.schema.init_times[index[0]]} members {members[0]}:{members[1]}: "
+                                         f"{where}", index[0], members, damaged=True, files=(file,)))
         return problems
 
     def _statistics_problems(self, i: int, init: str, done: np.ndarray) -> list["StoreProblem"]:
@@ -518,6 +540,12 @@ def check_version(path: Path, attrs: dict) -> None:
 def undecodable_files(path) -> list[Path]:
     """The chunk (or shard) files of the Zarr store at ``path`` (its top-level arrays) that cannot be
     decoded: where a checksum or codec error raised while reading it comes from. Reads the whole store."""
+    return [file for _, _, file in _undecodable_chunks(path)]
+
+
+def _undecodable_chunks(path, names=None) -> list[tuple[str, tuple, Path]]:
+    """``(array, chunk index, file)`` of each chunk (or shard) of the group at ``path`` (its arrays
+    ``names``, default all) that is stored but cannot be decoded."""
     import zarr
 
     with warnings.catch_warnings():
@@ -525,12 +553,14 @@ def undecodable_files(path) -> list[Path]:
         group = zarr.open_group(str(path), mode="r")
     bad = []
     for name, array in group.arrays():
+        if names is not None and name not in names:
+            continue
         grid = array.shards or array.chunks
         for index in np.ndindex(*(-(-size // step) for size, step in zip(array.shape, grid))):
             try:
                 array[tuple(slice(i * step, (i + 1) * step) for i, step in zip(index, grid))]
             except Exception:
-                bad.append(Path(path) / name / array.metadata.encode_chunk_key(index))
+                bad.append((name, index, Path(path) / name / array.metadata.encode_chunk_key(index)))
     return bad
 
 

@@ -164,7 +164,7 @@ def test_undecodable_shard_is_named_removed_by_repair_and_rewritten_by_the_rerun
     assert checked.returncode == 3, checked.stderr
     assert "members 4:6 channel u500" in checked.stderr and "u500/c/2/1/0/0/0 cannot be decoded" in checked.stderr
     repaired = forecast_processes.run("-q", "check", "--repair", path)
-    assert repaired.returncode == 3 and "removed 1 undecodable shard file(s)" in repaired.stderr, repaired.stderr
+    assert repaired.returncode == 3 and "removed 1 undecodable file(s)" in repaired.stderr, repaired.stderr
     assert not shard.exists()
     rerun = forecast_processes.run(*run_args(tiny_world, path))
     assert rerun.returncode == 0, rerun.stderr
@@ -192,6 +192,23 @@ def test_writing_into_a_corrupt_shard_with_finished_members_names_the_file(refer
     values = np.zeros((1, 3, len(store.channels), 17, 32), dtype=np.float32)
     with pytest.raises(StoreError, match=r"u500/c/2/1/0/0/0 cannot be decoded .* finished members \[5\].*--repair"):
         store.write(1, 4, 5, 0, values)
+
+
+@pytest.mark.parametrize("chunk", ["manifest/done/c/1/5", "manifest/checksum/c/1/5/0", "statistics_parts/complete/c/1/3",
+                                   "manifest/statistics_done/c/1"])
+def test_an_undecodable_manifest_or_part_flag_is_removed_by_repair_and_recomputed(tiny_world, forecast_processes,
+                                                                                   reference, tmp_path, chunk):
+    path = tmp_path / "flags.zarr"
+    shutil.copytree(reference[0], path)
+    flag = path / chunk
+    flag.write_bytes(flag.read_bytes()[:-1] + bytes([flag.read_bytes()[-1] ^ 0x01]))  # the zstd checksum fails
+    checked = forecast_processes.run("-q", "check", path)
+    assert checked.returncode == 3 and f"{chunk} cannot be decoded" in checked.stderr, checked.stderr
+    repaired = forecast_processes.run("-q", "check", "--repair", path)
+    assert "removed 1 undecodable file(s)" in repaired.stderr, repaired.stderr
+    rerun = forecast_processes.run(*run_args(tiny_world, path))
+    assert rerun.returncode == 0, rerun.stderr
+    assert_identical(path, reference[0])
 
 
 # -- checksums --------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ class CheckResult:
                     "matches its manifest checksum")
         text = f"{self.path}: {len(self.problems)} problem(s); first: {self.problems[0]}"
         if self.removed:
-            text += f"; removed {len(self.removed)} undecodable shard file(s)"
+            text += f"; removed {len(self.removed)} undecodable file(s)"
         if self.repaired:
             text += (f"; marked {sum(b - a for _, a, b in self.repaired)} damaged member(s) unfinished: rerun "
                      "`forecast run` to recompute them")
@@ -78,16 +78,17 @@ def check_store(path, repair: bool = False) -> CheckResult:
 
 
 def _repair(store: EnsembleStore, problems: list, result: CheckResult) -> None:
-    """Remove undecodable shards, reset the members they held (and damaged ones), then finalise the
-    statistics of start dates whose parts are all stored."""
+    """Remove undecodable files (shards, manifest chunks), reset the members they held (and damaged ones),
+    then finalise the statistics of start dates whose parts are all stored."""
     from ensembles.engine import finalise_statistics
 
     init_times = store.schema.init_times
-    for p in problems:
+    for p in problems:  # first every undecodable file: resets read the flags that remain
         for file in p.files:
             Path(file).unlink(missing_ok=True)
             result.removed.append(str(file))
-            log.info("check: removed undecodable shard %s", file)
+            log.info("check: removed undecodable file %s", file)
+    for p in problems:
         if p.damaged and p.members is not None:
             for a, b in store.reset(p.init_index, *p.members):
                 _record(result, init_times[p.init_index], a, b)
