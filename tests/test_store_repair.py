@@ -351,7 +351,8 @@ def test_a_store_written_by_release_1_migrates_keeping_its_values_and_resumes(tm
 
     from ensembles.engine import finalise_statistics
     from ensembles.stats import EnsembleAccumulator
-    from forecast.store import Checksums, migrate_store
+    from forecast.store import Checksums
+    from forecast.store_migration import migrate_store
 
     fixtures = Path(__file__).parent / "fixtures"
     sys.path.insert(0, str(fixtures))

@@ -8,7 +8,7 @@ so the next ``forecast run`` computes them again. Streaming statistics are check
 members without a statistics part, parts or final statistics that cannot be decoded, and statistics
 never finalised; ``--repair`` resets the blocks concerned and finalises what can be finalised.
 
-``--migrate`` converts a store written by an earlier release (:func:`forecast.store.migrate_store`).
+``--migrate`` converts a store written by an earlier release (:func:`forecast.store_migration.migrate_store`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from forecast.store import EnsembleStore, StoreError, migrate_store
+from forecast.store import EnsembleStore, StoreError
+from forecast.store_migration import migrate_store
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def _spans(members: list[int]):
 
 def migrate(path) -> list[str]:
     """``forecast check --migrate``: convert a store of an earlier release in place (see
-    :func:`forecast.store.migrate_store`); returns what was done."""
+    :func:`forecast.store_migration.migrate_store`); returns what was done."""
     path = Path(path)
     if not path.exists():
         raise StoreError(f"store {path} does not exist")

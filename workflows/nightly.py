@@ -197,7 +197,8 @@ def store_state(path: Path) -> str:
     A cycle store written by an earlier release (a cycle started before an upgrade) is migrated first
     (``forecast check --migrate``), so the cycle finishes after the upgrade; the nightly lock keeps
     other nightly runs off it meanwhile."""
-    from forecast.store import STORE_VERSION, EnsembleStore, StoreVersionError, migrate_store
+    from forecast.store import STORE_VERSION, EnsembleStore, StoreVersionError
+    from forecast.store_migration import migrate_store
 
     if not path.exists():
         return "missing"
