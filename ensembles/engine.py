@@ -32,7 +32,7 @@ from ensembles.perturb import BredVector, SphericalGaussian, non_negative_floor
 from ensembles.plan import MemberPlan
 from ensembles.ranks import split_windows
 from ensembles.seeds import member_generator, member_seed
-from ensembles.stats import EnsembleAccumulator, StatisticsSpec
+from ensembles.stats import EnsembleAccumulator, StatisticsSpec, finalise_statistics
 from forecast.data import DataError, Source
 from forecast.rollout import rollout
 from forecast.store import Checksums, EnsembleStore, StoreLayout, StoreSchema
@@ -325,26 +325,6 @@ class EnsembleEngine:
             start_time = init_time if getattr(model, "needs_time", False) else None
             for lead, state in rollout(stepper, x, self.lead_steps, noise, floor, start_time=start_time):
                 yield lead, _to_host(model.denormalise(state))
-
-
-def finalise_statistics(store: EnsembleStore, init_index: int) -> bool:
-    """Merge the stored statistics parts of a start date, one per block in block order, and write the
-    final statistics, once every block's part is stored; returns whether they are final.
-
-    The fold order is fixed by the blocks, so the result is bit-identical however the blocks were run
-    (ranks, reruns, concurrent runs), and finalising twice writes the same values (idempotent).
-    """
-    if store.statistics_done(init_index):
-        return True
-    complete = store.statistics_complete(init_index)
-    if not complete.all():
-        return False
-    spec = StatisticsSpec(**store.schema.statistics)
-    total = EnsembleAccumulator.from_arrays(spec, store.statistics_part(init_index, 0))
-    for b in range(1, len(store.blocks)):
-        total.merge(EnsembleAccumulator.from_arrays(spec, store.statistics_part(init_index, b)))
-    store.write_statistics(init_index, total.result())
-    return True
 
 
 def auto_batch_size(checkpoint, device: str, grid_shape: tuple[int, int], cpu_default: int = 8,

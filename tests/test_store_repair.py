@@ -356,7 +356,7 @@ def test_a_store_written_by_release_1_migrates_keeping_its_values_and_resumes(tm
     import tarfile
     from pathlib import Path
 
-    from ensembles.engine import finalise_statistics
+    from ensembles.stats import finalise_statistics
     from ensembles.stats import EnsembleAccumulator
     from forecast.store import Checksums
     from forecast.store_migration import migrate_store

@@ -81,7 +81,7 @@ def check_store(path, repair: bool = False) -> CheckResult:
 def _repair(store: EnsembleStore, problems: list, result: CheckResult) -> None:
     """Remove undecodable files (shards, manifest chunks), reset the members they held (and damaged ones),
     then finalise the statistics of start dates whose parts are all stored."""
-    from ensembles.engine import finalise_statistics
+    from ensembles.stats import finalise_statistics
 
     init_times = store.schema.init_times
     for p in problems:  # first every undecodable file: resets read the flags that remain
