@@ -58,13 +58,17 @@ def make_planet(config: Config) -> tuple[Path, Path]:
 
 
 def _write_dataset(ds, path: Path) -> None:
-    """Write a whole dataset to Zarr atomically (a temporary path renamed into place)."""
+    """Write a whole dataset to Zarr atomically (a temporary path renamed into place), every chunk with a
+    zstd content checksum, so a damaged chunk is an error when read instead of plausible numbers."""
+    import zarr
+
     from forecast.store import consolidate
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    ds.to_zarr(str(tmp), mode="w", consolidated=False, zarr_format=3)
+    encoding = {name: {"compressors": [zarr.codecs.ZstdCodec(level=3, checksum=True)]} for name in ds.variables}
+    ds.to_zarr(str(tmp), mode="w", consolidated=False, zarr_format=3, encoding=encoding)
     consolidate(tmp)  # plain xr.open_zarr opens it without a warning
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
@@ -217,7 +221,9 @@ def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: st
     per finished score otherwise. Store, truth and their fit are checked before anything is written.
     """
     from forecast import verify
+    from forecast.data import DataError
     from forecast.scores import open_ensemble, open_truth, score_ensemble
+    from forecast.store import undecodable_named
     from workflows.cluster import LOCAL_WORKER_MEMORY, dask_client
     from workflows.report import write_report
 
@@ -228,7 +234,8 @@ def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: st
     out_dir.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     with dask_client(workers or available_cores(), scheduler, slurm, worker_memory or LOCAL_WORKER_MEMORY) as client:
-        scores = _compute_with_progress(client, lazy)
+        with undecodable_named(store_path), undecodable_named(truth_path, DataError, "truth"):  # name a corrupt chunk
+            scores = _compute_with_progress(client, lazy)
     log.info("score: %s scored in %.1f s", store_path, time.perf_counter() - began)
     from forecast.cf import plain_strings, time_encoding, with_cf_attributes
 
