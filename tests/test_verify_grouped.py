@@ -154,3 +154,39 @@ def test_grouped_scores_are_lazy_and_equal_the_eager_result():
             lazy = score(f.chunk({"x": 200, "member": 5}), y.chunk({"x": 200}))
             assert lazy.chunks is not None, name
             np.testing.assert_allclose(lazy.compute().values, eager.values, rtol=1e-9, err_msg=name)
+
+
+def test_score_set_of_a_multi_checkpoint_store_has_grouped_scores_and_own_units(tmp_path):
+    from workflows.recipes import score_store
+
+    store, truth = write_mock_store_for_scores(tmp_path)
+    report = score_store(store, truth, tmp_path / "scores", workers=1)
+    scores = xr.open_dataset(report.parent / "scores.nc")
+    for name in ("spread_skill_ratio_grouped", "within_group_variance", "between_group_variance",
+                 "outlier_reliable_value_grouped", "rank_reliable_frequency_grouped", "crps_by_init_time"):
+        assert name in scores, name
+    assert list(scores["channel_units"].values) == ["m2 s-2", "K"]
+    for name, variable in scores.data_vars.items():
+        assert variable.attrs.get("long_name"), name
+        assert "standard_name" not in variable.attrs, name
+    for name in ("spread_skill_ratio", "outlier_fraction", "rank_histogram", "brier_score", "crps_skill_score"):
+        assert scores[name].attrs["units"] == "1", name
+    assert scores["crps"].attrs["units_per_channel"] == "channel_units" and "units" not in scores["crps"].attrs
+    reference = scores["rank_reliable_frequency_grouped"].sel(region="global")
+    assert np.allclose(reference.sum("rank"), 1.0)
+    text = report.read_text()
+    assert "grouped consistency" in text and "consistency (grouped)" in text and "this checkpoint design" in text
+
+
+def write_mock_store_for_scores(tmp_path):
+    from forecast.mock import write_mock_store
+
+    return write_mock_store(tmp_path / "mock.zarr", members=6, init_times=2, leads=2, channels=("z500", "t2m"),
+                            checkpoints=2, control=True)
+
+
+def test_stats_docstring_states_the_tail_members_the_code_needs():
+    import ensembles.stats as stats
+
+    assert stats.tail_members_needed(0.01, 7424) == stats.tail_members_needed(0.99, 7424) == 76
+    assert "``tail_members=76``" in stats.__doc__

@@ -166,6 +166,20 @@ def group_sizes(forecast, member_dim: str, group: str) -> np.ndarray:
     return np.unique(group_labels(forecast, member_dim, group), return_counts=True)[1]
 
 
+def reliable_outlier_fraction(ratio, sizes):
+    """:func:`outlier_probability` at each value of the DataArray ``ratio`` (``sb^2 / sw^2``), lazily."""
+    return xr.apply_ufunc(lambda r: outlier_probability(sizes, r), ratio, vectorize=True, dask="parallelized",
+                          output_dtypes=[np.float64])
+
+
+def reliable_rank_frequency(ratio, sizes):
+    """:func:`rank_probabilities` at each value of the DataArray ``ratio``, lazily, with a ``rank`` dim."""
+    bins = int(np.sum(sizes)) + 1
+    return xr.apply_ufunc(lambda r: rank_probabilities(sizes, r), ratio, output_core_dims=[["rank"]], vectorize=True,
+                          dask="parallelized", output_dtypes=[np.float64],
+                          dask_gufunc_kwargs={"output_sizes": {"rank": bins}}).assign_coords(rank=np.arange(bins))
+
+
 def variance_ratio(forecast, truth, member_dim: str, group: str, dim, regions):
     """``sb^2 / sw^2`` from the averaged ANOVA components (clipped at 0; lazy on Dask)."""
     d = spread_decomposition(forecast, member_dim, group, dim, regions, truth)

@@ -11,7 +11,7 @@ import xarray as xr
 
 from forecast.verify import _kernels
 from forecast.verify._common import _as_regions, check, dims_of, members_in_one_chunk, reduce_mean, threads_for
-from forecast.verify._grouped import group_sizes, outlier_probability, rank_probabilities, variance_ratio
+from forecast.verify._grouped import group_sizes, reliable_outlier_fraction, reliable_rank_frequency, variance_ratio
 
 
 # -- rank histogram ---------------------------------------------------------------------------------
@@ -97,19 +97,18 @@ def rank_histogram(forecast, truth, member_dim: str = "member", dim=None, region
     if group is not None:
         sizes = group_sizes(forecast, member_dim, group)
         ratio = variance_ratio(forecast, truth, member_dim, group, dim, regions)
-        reference = xr.apply_ufunc(lambda r: rank_probabilities(sizes, r), ratio, output_core_dims=[["rank"]],
-                                   vectorize=True, dask="parallelized", output_dtypes=[np.float64],
-                                   dask_gufunc_kwargs={"output_sizes": {"rank": m + 1}}).assign_coords(rank=np.arange(m + 1))
-        result = result.assign_coords(reliable_frequency=reference)
+        result = result.assign_coords(reliable_frequency=reliable_rank_frequency(ratio, sizes))
     return result
 
 
-def rank_histogram_flatness(counts, rank_dim: str = "rank") -> xr.Dataset:
+def rank_histogram_flatness(counts, rank_dim: str = "rank", expected=None) -> xr.Dataset:
     """Chi-square test of a flat rank histogram: ``chi2 = sum_r (n_r - N/(M+1))^2 / (N/(M+1))`` with
     ``M`` degrees of freedom, its p-value, and ``relative_chi2 = chi2 / M`` (about 1 when flat).
 
     Reference: Jolliffe & Primo (2008). The cases of a field are not independent, so the p-value is
     optimistic (too small) for spatially correlated data; compare ``relative_chi2`` across ensembles.
+    ``expected`` (probabilities along ``rank_dim``, e.g. the ``reliable_frequency`` of a grouped
+    design from :func:`rank_histogram`) replaces the flat ``1 / (M + 1)``.
 
     >>> counts = xr.DataArray([10, 10, 10, 10], dims="rank")
     >>> float(rank_histogram_flatness(counts)["chi2"])
@@ -123,7 +122,7 @@ def rank_histogram_flatness(counts, rank_dim: str = "rank") -> xr.Dataset:
     if bins < 2:
         raise ValueError("a rank histogram needs at least two bins")
     total = counts.sum(rank_dim)
-    expected = total / bins
+    expected = total / bins if expected is None else total * expected / expected.sum(rank_dim)
     statistic = ((counts - expected) ** 2 / expected).sum(rank_dim)
     dof = bins - 1
     p_value = xr.apply_ufunc(chi2_distribution.sf, statistic, dof, dask="parallelized", output_dtypes=[float])
@@ -162,9 +161,7 @@ def outlier_fraction(forecast, truth, member_dim: str = "member", dim=None, regi
     if group is not None:
         sizes = group_sizes(forecast, member_dim, group)
         ratio = variance_ratio(forecast, truth, member_dim, group, dim, regions)
-        reference = xr.apply_ufunc(lambda r: outlier_probability(sizes, r), ratio, vectorize=True,
-                                   dask="parallelized", output_dtypes=[np.float64])
-        return result.assign_coords(reliable_value=reference)
+        return result.assign_coords(reliable_value=reliable_outlier_fraction(ratio, sizes))
     result.attrs["reliable_value"] = 2.0 / (m + 1)
     if isinstance(result, xr.Dataset):
         for name in result.data_vars:
