@@ -190,3 +190,35 @@ def test_stats_docstring_states_the_tail_members_the_code_needs():
 
     assert stats.tail_members_needed(0.01, 7424) == stats.tail_members_needed(0.99, 7424) == 76
     assert "``tail_members=76``" in stats.__doc__
+
+
+def comparison_scores(offset, seed, path):
+    """A scores.nc with per-start-date CRPS: a shared series plus AR(1) noise, shifted by ``offset``."""
+    rng = np.random.default_rng(seed)
+    common = np.random.default_rng(0).normal(size=(1, 11, 3)) + 10.0
+    per_date = common + offset + 0.05 * rng.normal(size=(1, 11, 3))
+    lead = np.array([0, 6, 12], dtype="timedelta64[h]").astype("timedelta64[ns]")
+    ds = xr.Dataset({"crps_by_init_time": (("channel", "init_time", "lead_time"), per_date),
+                     "crps": (("channel", "lead_time"), per_date.mean(1)),
+                     "spread_skill_ratio": (("channel", "lead_time"), np.ones((1, 3))),
+                     "ensemble_mean_rmse": (("channel", "lead_time"), per_date.mean(1)),
+                     "rank_histogram": (("channel", "lead_time", "rank"), np.ones((1, 3, 4)))},
+                    coords={"channel": ["z500"], "lead_time": lead,
+                            "init_time": np.datetime64("2001-01-01", "ns") + np.arange(11) * np.timedelta64(1, "D")})
+    ds.to_netcdf(path)
+    return path
+
+
+def test_comparison_names_a_winner_only_where_the_interval_excludes_zero(tmp_path):
+    from workflows.compare import append_comparison
+
+    report = tmp_path / "report.md"
+    report.write_text("# report\n")
+    files = {"a": comparison_scores(0.0, 1, tmp_path / "a.nc"), "b": comparison_scores(0.0, 3, tmp_path / "b.nc")}
+    text = append_comparison(report, files, {}).read_text().split("### Which wins where")[1]
+    assert "no significant winner" in text and "**a**" not in text and "**b**" not in text
+    report.write_text("# report\n")
+    files["b"] = comparison_scores(0.5, 2, tmp_path / "b2.nc")
+    text = append_comparison(report, files, {}).read_text().split("### Which wins where")[1]
+    assert "**a** (" in text and "significantly lower" in text
+    assert (tmp_path / "comparison_crps_difference.png").stat().st_size > 1000
