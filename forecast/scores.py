@@ -239,6 +239,8 @@ def score_ensemble(forecast: xr.Dataset, truth: xr.Dataset, dims=SCORE_DIMS, reg
                     "events": "; ".join(f"{e}: value {'>' if above else '<'} the truth's climatological {int(q * 100)}th "
                                         "percentile" for e, (q, above) in EVENT_QUANTILES.items()),
                     "maps": "first start date, last lead; EFI against the truth's climate"}
+    if schema is not None and "amplitude_calibration" in schema.attrs:
+        result.attrs["amplitude_calibration"] = json.dumps(schema.attrs["amplitude_calibration"])
     if groups is not None:
         result.attrs["groups"] = f"{np.unique(forecast[groups].values).size} checkpoints (coordinate {groups!r})"
     for name in channels:

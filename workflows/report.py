@@ -106,6 +106,22 @@ def flatness_lines(scores) -> list[str]:
     return lines + [""]
 
 
+def calibration_lines(scores) -> list[str]:
+    """The bred-vector amplitude chosen by ``amplitude_factor: auto`` and its CRPS curve."""
+    import json
+
+    if "amplitude_calibration" not in scores.attrs:
+        return []
+    record = json.loads(scores.attrs["amplitude_calibration"])
+    curve = record["fair_crps"]
+    lines = ["## Perturbation amplitude (amplitude_factor: auto)", "",
+             f"Chosen factor {record['chosen']:g} x the deterministic RMSE, lowest fair CRPS ({record['measure']}) "
+             f"on {len(record['init_times'])} training-period start dates ({', '.join(record['init_times'])}), "
+             f"leads to {record['lead_hours']} h:", "", "| factor | fair CRPS |", "|---:|---:|"]
+    lines += [f"| {factor} | {value:.5g} |" for factor, value in curve.items()]
+    return lines + [""]
+
+
 def write_report(scores, out_dir, store_path=None) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -146,6 +162,7 @@ def write_report(scores, out_dir, store_path=None) -> Path:
         units = scores.attrs.get(f"units_{channel}", "")
         lines += [f"## {channel} [{units}]", "", *channel_table(scores, channel), ""]
     lines += region_table(scores)
+    lines += calibration_lines(scores)
     lines += flatness_lines(scores)
     lines += ["## Plots", ""] + [f"![{name}]({name})" for name in plots] + [""]
     path = out_dir / "report.md"
