@@ -183,7 +183,7 @@ def calibrated_amplitude(config: Config, engine, path: Path):
     exists keeps the factor it was made with."""
     import dataclasses
 
-    from ensembles.calibration import calibrate_amplitude_factor
+    from ensembles.calibration import AMPLITUDE_CANDIDATES, calibrate_amplitude_factor
     from forecast.data import open_source
     from forecast.store import EnsembleStore, StoreError
 
@@ -202,7 +202,11 @@ def calibrated_amplitude(config: Config, engine, path: Path):
         factor, curve = calibrate_amplitude_factor(trial, rmse, truth)
         record = {"chosen": factor, "fair_crps": {f"{k:g}": v for k, v in curve.items()},
                   "init_times": [np.datetime_as_string(t, "h") for t in times], "lead_hours": engine.lead_steps * engine.dt_hours,
-                  "measure": "fair CRPS of the whole plan, channels in units of the card's std, leads after 0"}
+                  "measure": "fair CRPS of the whole plan, channels in units of the card's std, leads after 0",
+                  "at_edge": factor in (min(curve), max(AMPLITUDE_CANDIDATES))}
+        if record["at_edge"]:
+            log.warning("run: amplitude_factor %.2f is at the edge of the candidates %s; the best may lie beyond",
+                        factor, AMPLITUDE_CANDIDATES)
         log.info("run: amplitude_factor %.2f chosen on %d training-period start dates in %.0f s", factor, len(times),
                  time.perf_counter() - began)
     amplitude = {c: record["chosen"] * v for c, v in rmse.items()}

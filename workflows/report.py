@@ -119,6 +119,8 @@ def calibration_lines(scores) -> list[str]:
              f"on {len(record['init_times'])} training-period start dates ({', '.join(record['init_times'])}), "
              f"leads to {record['lead_hours']} h:", "", "| factor | fair CRPS |", "|---:|---:|"]
     lines += [f"| {factor} | {value:.5g} |" for factor, value in curve.items()]
+    if record.get("at_edge"):
+        lines += ["", "The chosen factor is at the edge of the candidates: the best may lie beyond them."]
     return lines + [""]
 
 
