@@ -222,3 +222,15 @@ def test_comparison_names_a_winner_only_where_the_interval_excludes_zero(tmp_pat
     text = append_comparison(report, files, {}).read_text().split("### Which wins where")[1]
     assert "**a** (" in text and "significantly lower" in text
     assert (tmp_path / "comparison_crps_difference.png").stat().st_size > 1000
+
+
+def test_small_stores_score_in_process_with_the_same_scores_as_on_a_cluster(tmp_path):
+    from workflows.recipes import score_store
+
+    store, truth = write_mock_store_for_scores(tmp_path)
+    threads = score_store(store, truth, tmp_path / "threads", workers=2)  # 0.3 MB: in process by size
+    cluster = score_store(store, truth, tmp_path / "cluster", workers=1, in_process=False)
+    a = xr.open_dataset(threads.parent / "scores.nc")
+    b = xr.open_dataset(cluster.parent / "scores.nc")
+    xr.testing.assert_allclose(a, b, rtol=1e-12)
+    assert a.attrs == b.attrs

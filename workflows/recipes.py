@@ -243,14 +243,21 @@ def run_ensemble(config: Config, members: str | None = None, init_times: str | N
 
 
 # -- scoring --------------------------------------------------------------------------------------
+IN_PROCESS_BYTES = 2 << 30  # stores with at most this much float32 data score on threads in this process
+
+
 def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: str = "", slurm=None, regions=(),
-                chunk_mb: float = 64, worker_memory: str = "") -> Path:
+                chunk_mb: float = 64, worker_memory: str = "", in_process: bool | None = None) -> Path:
     """Score an ensemble store against the truth on Dask; write ``scores.nc`` and the report.
 
     The cluster is ``scheduler`` (an address), else Slurm jobs (``slurm``: a
-    :class:`workflows.cluster.SlurmOptions`), else a local cluster of ``workers`` processes (default: one per
-    core). ``regions`` adds user boxes (:class:`forecast.verify.Region`) to the standard four. Progress is a bar
-    on a terminal and a log line per finished score otherwise.
+    :class:`workflows.cluster.SlurmOptions`), else, by size: a store of at most :data:`IN_PROCESS_BYTES`
+    of data scores on Dask's threaded scheduler in this process (``workers`` threads; the kernels release
+    the GIL, and starting worker processes costs more than such a store's scoring: 100 s vs 317 s on a
+    demo-sized store, 2 loaded cores), a larger one on a local cluster of ``workers`` processes (default:
+    one per core); ``in_process`` forces the choice. ``regions`` adds user boxes
+    (:class:`forecast.verify.Region`) to the standard four. Progress is a bar on a terminal and a log line
+    per finished score otherwise (on the cluster).
     """
     import xarray as xr
 
@@ -264,9 +271,19 @@ def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: st
     forecast = open_ensemble(store_path, chunk_bytes=int(chunk_mb * 2**20))
     truth = xr.open_zarr(str(truth_path), consolidated=False)
     began = time.perf_counter()
-    with dask_client(workers or available_cores(), scheduler, slurm, worker_memory or LOCAL_WORKER_MEMORY) as client:
-        lazy = score_ensemble(forecast, truth, regions=tuple(verify.REGIONS) + tuple(regions))
-        scores = _compute_with_progress(client, lazy)
+    data_bytes = sum(v.size * 4 for v in forecast.data_vars.values())
+    if in_process is None:
+        in_process = not scheduler and slurm is None and data_bytes <= IN_PROCESS_BYTES
+    if in_process:
+        import dask
+
+        log.info("score: %.0f MB of data: threaded scheduler in this process", data_bytes / 2**20)
+        with dask.config.set(scheduler="threads", num_workers=workers or available_cores()):
+            scores = score_ensemble(forecast, truth, regions=tuple(verify.REGIONS) + tuple(regions)).compute()
+    else:
+        with dask_client(workers or available_cores(), scheduler, slurm, worker_memory or LOCAL_WORKER_MEMORY) as client:
+            lazy = score_ensemble(forecast, truth, regions=tuple(verify.REGIONS) + tuple(regions))
+            scores = _compute_with_progress(client, lazy)
     log.info("score: %s scored in %.1f s", store_path, time.perf_counter() - began)
     tmp = out_dir / "scores.nc.partial"
     scores.to_netcdf(tmp)
