@@ -234,3 +234,13 @@ def test_small_stores_score_in_process_with_the_same_scores_as_on_a_cluster(tmp_
     b = xr.open_dataset(cluster.parent / "scores.nc")
     xr.testing.assert_allclose(a, b, rtol=1e-12)
     assert a.attrs == b.attrs
+
+
+def test_comparison_names_no_winner_without_enough_start_dates(tmp_path):
+    from workflows.compare import verdicts
+
+    a = xr.open_dataset(comparison_scores(0.0, 1, tmp_path / "a.nc")).isel(init_time=slice(0, 2))
+    b = xr.open_dataset(comparison_scores(0.5, 2, tmp_path / "b.nc")).isel(init_time=slice(0, 2))
+    text = " ".join(verdicts({"a": a, "b": b}))
+    assert "too few start dates" in text and "**a**" not in text.replace("**z500**", "")
+    assert "the only ensemble" in " ".join(verdicts({"a": a}))

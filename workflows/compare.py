@@ -96,7 +96,7 @@ def _winner(all_scores: dict, channel, lead: int, confidence: float = 0.95) -> s
     listed = ", ".join(f"{n} {v:.4g}" for n, v in values.items())
     if any("crps_by_init_time" not in s for s in all_scores.values()):
         return f"no per-start-date scores, so no winner ({listed})"
-    worst_upper, closest = -np.inf, None
+    tests = {}
     for name, scores in all_scores.items():
         if name == best:
             continue
@@ -104,10 +104,14 @@ def _winner(all_scores: dict, channel, lead: int, confidence: float = 0.95) -> s
         b = scores["crps_by_init_time"].sel(channel=channel).isel(lead_time=lead)
         if not np.array_equal(a["init_time"].values, b["init_time"].values):
             return f"different start dates, so no winner ({listed})"
-        test = paired_difference(a, b, confidence=confidence)
-        if not float(test["upper"]) < worst_upper:
-            worst_upper, closest = float(test["upper"]), (name, test)
-    name, test = closest
+        tests[name] = paired_difference(a, b, confidence=confidence)
+    if not tests:
+        return f"**{best}** ({values[best]:.4g}; the only ensemble)"
+    uppers = {name: float(test["upper"]) for name, test in tests.items()}
+    if not all(np.isfinite(list(uppers.values()))):
+        return f"too few start dates for an interval, so no winner ({listed})"
+    name = max(uppers, key=uppers.get)
+    worst_upper, test = uppers[name], tests[name]
     interval = (f"{best} - {name} = {float(test['difference']):.3g} "
                 f"[{float(test['lower']):.3g}, {float(test['upper']):.3g}]")
     if worst_upper < 0:
