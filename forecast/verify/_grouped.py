@@ -89,16 +89,18 @@ def spread_decomposition(forecast, member_dim: str = "member", group: str = "che
 
 
 # -- reliable values of the rank scores for a grouped design ---------------------------------------
-_Y_NODES = 1201
-_B_NODES = 241
+_Y_NODES = 201
+_Y_NODES_MAX = 30001
+_B_NODES = 61
 
 
-def _grids(ratio: float):
+def _grids(ratio: float, members: int = 0):
     """Quadrature over the truth ``y ~ N(0, 1 + ratio)`` and a group effect ``b ~ N(0, ratio)`` (units
     of ``sw``): trapezoid weights on fine uniform grids (the integrands have steps of width about 1 /
     sqrt(log n) in ``y - b``, which Gauss-Hermite nodes would miss)."""
     sy = np.sqrt(1.0 + ratio)
-    y = np.linspace(-9.0 * sy, 9.0 * sy, _Y_NODES)
+    # the rank given y is a binomial of width about sqrt(N): the truth's grid must resolve 1/N in Phi(y)
+    y = np.linspace(-9.0 * sy, 9.0 * sy, int(min(max(_Y_NODES, 4 * members + 1), _Y_NODES_MAX)))
     wy = np.exp(-0.5 * (y / sy) ** 2)
     wy /= wy.sum()
     if ratio <= 1e-12:
@@ -124,7 +126,7 @@ def rank_probabilities(group_sizes, ratio: float) -> np.ndarray:
     """
     sizes = np.asarray(group_sizes, dtype=int)
     total = int(sizes.sum())
-    y, wy, b, wb = _grids(max(float(ratio), 0.0))
+    y, wy, b, wb = _grids(max(float(ratio), 0.0), total)
     log_below = log_ndtr(y[:, None] - b[None, :])[:, :, None]  # log P(member < y | b), (y, b, 1)
     log_above = log_ndtr(b[None, :] - y[:, None])[:, :, None]
     length = total + 1
