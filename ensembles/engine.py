@@ -80,6 +80,7 @@ class EnsembleEngine:
     zstd_level: int = 3
     writer_threads: int = 2
     autocast_bf16: bool = False
+    attrs: dict = field(default_factory=dict)  # more run description for the store (e.g. amplitude_calibration)
 
     def __post_init__(self):
         self.init_times = np.atleast_1d(np.asarray(self.init_times, dtype="datetime64[ns]"))
@@ -158,6 +159,7 @@ class EnsembleEngine:
                 "batch_size": self.batch_size,
                 "model_dt_hours": self.dt_hours,
                 "statistics_only": list(self.statistics_only),
+                **self.attrs,
             },
         )
 
