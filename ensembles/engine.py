@@ -36,7 +36,7 @@ from ensembles.seeds import member_generator, member_seed
 from ensembles.stats import EnsembleAccumulator, StatisticsSpec, finalise_statistics
 from forecast.data import DataError, Source
 from forecast.rollout import rollout
-from forecast.store import Checksums, EnsembleStore, StoreLayout, StoreSchema
+from forecast.store import Checksums, EnsembleStore, StoreLayout, StoreSchema, shard_leads
 from models.checkpoint import load_checkpoint, read_card
 
 log = logging.getLogger(__name__)
@@ -124,11 +124,9 @@ class EnsembleEngine:
         n = self.perturbation.cycles
         return np.datetime64(init_time, "ns") - np.arange(n, 0, -1) * np.timedelta64(self.dt_hours, "h")
 
-    def lead_chunk(self, budget_bytes: int = 256 << 20) -> int:
-        """Leads per shard: as many as a block can buffer within ``budget_bytes`` (all of them for small
-        grids, one for HENS-size states), so writers only ever write whole shards."""
-        per_lead = self.batch_size * max(1, len(self.stored)) * self.grid.nlat * self.grid.nlon * 4
-        return int(max(1, min(self.lead_steps + 1, budget_bytes // per_lead)))
+    def lead_chunk(self) -> int:
+        """Leads per shard (:func:`forecast.store.shard_leads`)."""
+        return shard_leads(self.batch_size, len(self.stored), self.grid.nlat * self.grid.nlon, self.lead_steps + 1)
 
     def layout(self) -> StoreLayout:
         return StoreLayout(shard_members=self.batch_size, lead_chunk=self.lead_chunk(), keepbits=dict(self.keepbits),

@@ -50,7 +50,9 @@ def bitwise_real_information(values, axis: int = -1, confidence: float = 0.99) -
     """Real information (bits) of each of the 32 bit positions of float32 ``values``, sign bit first.
 
     Neighbours are adjacent points along ``axis`` (longitude for ``(..., lat, lon)`` fields); every other
-    dimension only adds pairs. Non-finite values are not allowed.
+    dimension only adds pairs. Pairs with a zero are left out: BitRound keeps zeros exact, and the runs of
+    zeros of clipped fields (humidity, water vapour) would otherwise make every bit look informative.
+    Non-finite values are not allowed.
 
     Examples
     --------
@@ -71,7 +73,11 @@ def bitwise_real_information(values, axis: int = -1, confidence: float = 0.99) -
         raise ValueError(f"bit information needs at least 2 points along the axis, got {x.shape[-1]}")
     bits = np.ascontiguousarray(x).view(np.uint32)
     first, second = bits[..., :-1].ravel(), bits[..., 1:].ravel()
+    nonzero = ((first << np.uint32(1)) != 0) & ((second << np.uint32(1)) != 0)  # +0 and -0 are left out
+    first, second = first[nonzero], second[nonzero]
     n = first.size
+    if n == 0:
+        return np.zeros(32)
     both = first & second
     information = np.zeros(32)
     for i in range(32):
@@ -114,3 +120,18 @@ def auto_keepbits(fields: dict, level: float = 0.99, confidence: float = 0.99, m
     holding ``level`` of each field's real information, at least ``minimum`` (BitRound keeps 1 to 23)."""
     return {name: max(minimum, keepbits_for_information(bitwise_real_information(values, -1, confidence), level))
             for name, values in fields.items()}
+
+
+def keepbits_from_source(source, channels, times, level: float = 0.99, confidence: float = 0.99,
+                         max_times: int = 4) -> tuple[dict[str, int], dict]:
+    """Keep-bits per channel from the analyses ``source`` (a ``forecast.data.Source``) at up to ``max_times``
+    of ``times`` (evenly spread, so every process that asks gets the same answer), and a record of how
+    they were chosen (for the store's attributes)."""
+    times = np.atleast_1d(np.asarray(times, dtype="datetime64[ns]"))
+    chosen = times[np.unique(np.linspace(0, len(times) - 1, min(max_times, len(times))).round().astype(int))]
+    values = source.fields(chosen, list(channels))  # (time, channel, lat, lon)
+    keepbits = auto_keepbits({c: values[:, k] for k, c in enumerate(channels)}, level, confidence)
+    record = {"method": "bitwise real information of adjacent longitudes (Klöwer et al. 2021)",
+              "information": level, "confidence": confidence,
+              "analysis_times": [str(np.datetime_as_string(t, "s")) for t in chosen], "keepbits": keepbits}
+    return keepbits, record

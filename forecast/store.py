@@ -610,6 +610,18 @@ def _runs(indices: np.ndarray):
 
 
 INNER_CHUNK_BYTES = 1 << 20
+SHARD_BUFFER_BYTES = 256 << 20
+
+
+def shard_leads(batch_size: int, channels: int, grid_points: int, leads: int, budget: int = SHARD_BUFFER_BYTES) -> int:
+    """Leads per shard: as many as a block of ``batch_size`` members can buffer within ``budget`` bytes
+    (all of them for small grids, one for HENS-size states), so writers only ever write whole shards.
+
+    >>> shard_leads(8, 4, 33 * 64, 21), shard_leads(2, 74, 721 * 1440, 61)
+    (21, 1)
+    """
+    per_lead = batch_size * max(1, channels) * grid_points * 4
+    return int(max(1, min(leads, budget // per_lead)))
 
 
 def inner_leads(lead_chunk: int, field_bytes: int, target: int = INNER_CHUNK_BYTES) -> int:

@@ -69,6 +69,18 @@ def test_a_field_stored_with_few_mantissa_bits_needs_no_more():
     assert keepbits_for_information(information) <= 5
 
 
+def test_runs_of_zeros_add_no_information():
+    # a clipped field (humidity): zeros in half the domain, where every bit of both neighbours agrees
+    g = np.random.default_rng(4)
+    lon = np.linspace(0, 2 * np.pi, 2048, endpoint=False)
+    wet = 1.5 + 0.2 * np.sin(3 * lon) + g.uniform(-1, 1, (32, 2048)) * 2.0**-8
+    clipped = np.where(np.sin(lon) > 0, wet, 0.0)
+    information = bitwise_real_information(clipped)
+    assert information[9 + 8:].sum() < 1e-3  # (at 99% confidence, a noise bit may pass the test by chance)
+    assert keepbits_for_information(information) == keepbits_for_information(bitwise_real_information(wet[:, :1024]))
+    assert np.all(bitwise_real_information(np.zeros((4, 64))) == 0)
+
+
 def test_level_and_shape_are_checked():
     with pytest.raises(ValueError, match="32 bit positions"):
         keepbits_for_information(np.ones(16))
@@ -78,3 +90,38 @@ def test_level_and_shape_are_checked():
         bitwise_real_information(np.array([[1.0, np.nan, 2.0]]))
     assert keepbits_for_information(np.zeros(32)) == 0
     assert keepbits_for_information(np.r_[np.zeros(9), np.ones(23)], level=1.0) == 23
+
+
+def test_keepbits_auto_is_chosen_from_the_analyses_recorded_in_the_store_and_reused(tiny_world, tmp_path, monkeypatch):
+    import json
+    from dataclasses import replace
+
+    import xarray as xr
+
+    from workflows.recipes import build_engine
+
+    path = tmp_path / "auto.zarr"
+    config = replace(tiny_world, paths=replace(tiny_world.paths, store=str(path)),
+                     ensemble=replace(tiny_world.ensemble, compression=replace(tiny_world.ensemble.compression,
+                                                                              keepbits="auto")))
+    engine = build_engine(config)
+    analyses = xr.open_zarr(tiny_world.paths.resolve("analysis"), consolidated=False)
+    times = config.ensemble.init_times.times()
+    expected = auto_keepbits({c: analyses[c].sel(time=times).values for c in engine.stored})
+    assert engine.keepbits == expected and all(1 <= b <= 23 for b in expected.values())
+    engine.run(engine.create_store(path))
+    exact = build_engine(tiny_world)
+    exact.run(exact.create_store(tmp_path / "exact.zarr"))
+    lossy, reference = xr.open_zarr(path, consolidated=False), xr.open_zarr(tmp_path / "exact.zarr", consolidated=False)
+    record = json.loads(lossy.attrs["keepbits_auto"])
+    assert record["keepbits"] == expected and record["information"] == 0.99 and len(record["analysis_times"]) == len(times)
+    for channel, bits in expected.items():
+        assert lossy[channel].attrs["bitround_keepbits"] == bits
+        a, b = lossy[channel].values, reference[channel].values
+        assert np.all(a[b == 0] == 0)  # clipped fields: zeros stay exact
+        assert (np.abs(a - b)[b != 0] / np.abs(b[b != 0])).max() <= 2.0 ** -(bits + 1)
+    # a resumed or parallel run takes the store's keep-bits without reading the analyses again
+    monkeypatch.setattr("forecast.bitinfo.keepbits_from_source", lambda *a, **k: pytest.fail("analyses read again"))
+    again = build_engine(config)
+    assert again.keepbits == expected
+    assert again.run(again.create_store(path))["blocks_run"] == 0

@@ -152,6 +152,12 @@ def cmd_plot(args):
         print(path)
 
 
+def cmd_dry_run(args):
+    from workflows.dryrun import dry_run
+
+    print(dry_run(_config(args), args.command, getattr(args, "experiment", None)), end="")
+
+
 def cmd_demo(args):
     from workflows.recipes import demo
 
@@ -174,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
                        + (" (default: the bundled demo config)" if optional else ""))
         p.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys, e.g. ensemble.batch_size=4")
         p.add_argument("--workdir", help="replace paths.workdir")
+        if name in ("run", "train", "skill", "nightly"):
+            p.add_argument("--dry-run", action="store_true", help="print the resolved config (every default filled in), "
+                           "the missing inputs" + (" and the run's size (members, files, bytes, GPU-hours)"
+                                                   if name in ("run", "nightly") else "")
+                           + "; load, read and write nothing")
         p.set_defaults(func=func)
         return p
 
@@ -304,18 +315,23 @@ def main(argv=None) -> int:
     for noisy in ("distributed", "bokeh", "tornado"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     os.umask(os.umask(0o027) | 0o027)  # what the commands create is not readable by others
-    from workflows.errors import KNOWN_ERRORS, describe, exit_code
     from workflows.interrupt import EXIT_CODE, Interrupted, exit_cleanly_on_signals, requeue_if_asked
 
+    if getattr(args, "dry_run", False):
+        args.func = cmd_dry_run  # one mechanism for every command that has the flag
     try:
         with exit_cleanly_on_signals():
             args.func(args)
-    except KNOWN_ERRORS as error:
-        print(f"forecast: error: {describe(error)}", file=sys.stderr)
-        return exit_code(error)
     except Interrupted as interrupted:
         print(f"forecast: {interrupted}: finished work is saved; {requeue_if_asked(interrupted)}", file=sys.stderr)
         return EXIT_CODE
+    except Exception as error:
+        from workflows.errors import KNOWN_ERRORS, describe, exit_code  # on failure only: it imports torch
+
+        if not isinstance(error, KNOWN_ERRORS):
+            raise
+        print(f"forecast: error: {describe(error)}", file=sys.stderr)
+        return exit_code(error)
     return 0
 
 

@@ -125,8 +125,21 @@ class StatisticsSection:
 
 @dataclass(frozen=True)
 class CompressionSection:
-    keepbits: dict = field(default_factory=dict)  # channel -> float32 mantissa bits kept (BitRound, lossy)
+    """``keepbits``: channel -> float32 mantissa bits kept (BitRound, lossy), or ``auto``: per stored
+    channel, the fewest bits holding ``information`` of the analyses' real information (``forecast.bitinfo``),
+    chosen once when the store is created and recorded in it."""
+
+    keepbits: dict | str = field(default_factory=dict)
+    information: float = 0.99
     zstd_level: int = 3
+
+    def __post_init__(self):
+        if isinstance(self.keepbits, str) and self.keepbits != "auto":
+            raise ConfigError(f"compression.keepbits must be a mapping of channels to bits or 'auto', got {self.keepbits!r}")
+        if not isinstance(self.keepbits, (dict, str)):
+            raise ConfigError(f"compression.keepbits must be a mapping of channels to bits or 'auto', got {self.keepbits!r}")
+        if not 0 < self.information <= 1:
+            raise ConfigError(f"compression.information must be in (0, 1], got {self.information}")
 
 
 @dataclass(frozen=True)
@@ -183,6 +196,19 @@ class NightlySection:
 
 
 @dataclass(frozen=True)
+class SizingSection:
+    """What ``--dry-run`` sizes a run with before its checkpoints exist (a checkpoint's card, once there,
+    wins). Empty ``channels`` and zero ``nlat``/``nlon``: the planet's."""
+
+    channels: tuple = ()  # the model's channels, in order
+    nlat: int = 0  # the model grid (equiangular, poles included)
+    nlon: int = 0
+    dt_hours: int = 6  # the model's time step
+    seconds_per_member_step: float = 0.29  # one H100, TF32, HENS-size SFNO (PERF.md, 2026-11-26)
+    assumed_keepbits: int = 10  # mantissa bits assumed for keepbits: auto before the store records them
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole run. ``extra_models`` are model sets trained beside ``train`` (e.g. a VAE next to the
     SFNO checkpoints); ``experiments`` are further ensembles, each the ``ensemble`` section with some keys
@@ -199,6 +225,7 @@ class Config:
     score: ScoreSection = field(default_factory=ScoreSection)
     nightly: NightlySection = field(default_factory=NightlySection)
     umask: str | int = "027"  # octal; files of runs and nightly cycles: "027" group-readable, "022" all-readable
+    sizing: SizingSection = field(default_factory=SizingSection)
 
     def __post_init__(self):
         umask_bits(self.umask)  # a bad value is named before anything runs

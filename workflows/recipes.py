@@ -170,7 +170,8 @@ def build_engine(config: Config, local_rank: int = 0, experiment: str | None = N
     engine = EnsembleEngine(checkpoints=[str(c) for c in checkpoints], plan=plan, analyses=analyses,
                             init_times=e.init_times.times(), lead_steps=e.lead_hours // dt, batch_size=batch_size,
                             base_seed=e.seed, perturbation=perturbation_settings(config, checkpoints, e), device=device,
-                            statistics=statistics, statistics_only=s.only, keepbits=e.compression.keepbits,
+                            statistics=statistics, statistics_only=s.only,
+                            **store_keepbits(store_path(config, experiment), e, card.channels, analyses),
                             zstd_level=e.compression.zstd_level, writer_threads=e.writer_threads,
                             autocast_bf16=e.autocast_bf16)
     p = e.perturbation
@@ -218,6 +219,29 @@ def calibrated_amplitude(config: Config, engine, path: Path):
     amplitude = {c: record["chosen"] * v for c, v in rmse.items()}
     return dataclasses.replace(engine, perturbation=dataclasses.replace(engine.perturbation, amplitude=amplitude),
                                attrs={**engine.attrs, "amplitude_calibration": record})
+
+
+def store_keepbits(path: Path, section, channels, analyses) -> dict:
+    """``keepbits`` (and ``attrs`` recording how they were chosen) for the engine: the configured ones, or with ``keepbits: auto``
+    the existing store's (a resumed or parallel run), else chosen from the analyses at the start dates."""
+    compression = section.compression
+    if compression.keepbits != "auto":
+        return {"keepbits": compression.keepbits}
+    from forecast.bitinfo import keepbits_from_source
+    from forecast.store import EnsembleStore, StoreError
+
+    try:
+        schema = EnsembleStore.open(path).schema
+        if "keepbits_auto" in schema.attrs:
+            return {"keepbits": dict(schema.layout["keepbits"]), "attrs": {"keepbits_auto": schema.attrs["keepbits_auto"]}}
+    except StoreError:
+        pass
+    stored = [c for c in channels if c not in section.statistics.only]
+    began = time.perf_counter()
+    keepbits, record = keepbits_from_source(analyses, stored, section.init_times.times(), compression.information)
+    log.info("run: keepbits auto (%.0f%% of the real information, %.1f s): %s", 100 * compression.information,
+             time.perf_counter() - began, keepbits)
+    return {"keepbits": keepbits, "attrs": {"keepbits_auto": record}}
 
 
 def run_ensemble(config: Config, members: str | None = None, init_times: str | None = None,
