@@ -173,7 +173,10 @@ class RunSize:
         ]
         if self.statistics_channels:
             out.append(f"streaming statistics: {self.statistics_fields} arrays per lead and start date; the accumulator "
-                       f"holds {_bytes(self.accumulator_bytes)} of host memory per process")
+                       f"holds {_bytes(self.accumulator_bytes)} of host memory per process; each (rank, checkpoint) "
+                       f"group stores it as a part: at least {self.n_checkpoints} parts = "
+                       f"{_bytes(self.n_checkpoints * self.accumulator_bytes)} per start date in the store's "
+                       "statistics_parts (uncompressed)")
         for label, only, packed in (("all channels, float32", False, False),
                                     ("statistics-only applied, float32", True, False),
                                     ("all channels, BitRound", False, True),
