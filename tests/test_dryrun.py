@@ -88,6 +88,7 @@ def test_every_command_with_the_flag_prints_the_resolved_config_and_exits_0(tmp_
         config = resolved_part(out)
         assert config["paths"]["workdir"] == str(tmp_path / "w") and config["train"]["rollout_steps"] == 1
         assert ("# sizing" in out) == (command in ("run", "nightly"))
+        assert ("train: 2 of 2 checkpoint(s) to train" in out) == (command == "train")
         assert "missing:" in out
     assert listing(tmp_path) == []
 

@@ -294,6 +294,11 @@ def dry_run(config: Config, command: str, experiment: str | None = None) -> str:
     missing = missing_inputs(config, command, experiment)
     out.append("# inputs")
     out += [f"missing: {line}" for line in missing] or ["all inputs exist (their contents are checked by the real command)"]
+    if command == "train":
+        dirs = checkpoint_dirs(config, list(model_sets(config)))
+        todo = [d for d in dirs if not (d / CARD_FILE).is_file()]
+        out.append(f"# plan\ntrain: {len(todo)} of {len(dirs)} checkpoint(s) to train"
+                   + (f" ({_names(todo)})" if todo else "") + "; the others exist and are kept")
     if command in ("run", "nightly"):
         size = run_size(config, experiment)
         from workflows.recipes import ensemble_section
