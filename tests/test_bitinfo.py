@@ -120,6 +120,11 @@ def test_keepbits_auto_is_chosen_from_the_analyses_recorded_in_the_store_and_reu
         a, b = lossy[channel].values, reference[channel].values
         assert np.all(a[b == 0] == 0)  # clipped fields: zeros stay exact
         assert (np.abs(a - b)[b != 0] / np.abs(b[b != 0])).max() <= 2.0 ** -(bits + 1)
+    # the dry-run sizes with the recorded bits instead of its assumption
+    from workflows.dryrun import run_size
+
+    size = run_size(config)
+    assert size.keepbits == expected and "as recorded in" in size.keepbits_note
     # a resumed or parallel run takes the store's keep-bits without reading the analyses again
     monkeypatch.setattr("forecast.bitinfo.keepbits_from_source", lambda *a, **k: pytest.fail("analyses read again"))
     again = build_engine(config)
