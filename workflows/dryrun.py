@@ -192,12 +192,12 @@ class RunSize:
 
 
 def _bytes(n: float) -> str:
-    """``n`` bytes in decimal units (kB, MB, GB, TB).
+    """``n`` bytes in decimal units (kB to PB).
 
     >>> _bytes(307_000_000), _bytes(512)
     ('307 MB', '512 B')
     """
-    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+    for unit, size in (("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= size:
             return f"{n / size:.3g} {unit}"
     return f"{n:.0f} B"
@@ -307,7 +307,7 @@ def dry_run(config: Config, command: str, experiment: str | None = None) -> str:
         out.append(f"# sizing (per start date; {'one per nightly cycle' if command == 'nightly' else f'{starts} configured'})")
         out += size.lines()
         if starts > 1:
-            total = size.start_date_bytes(True, True) * starts / 1e12
-            out.append(f"all {starts} start dates: {total:,.4g} TB (statistics-only and BitRound), "
+            total = size.start_date_bytes(True, True) * starts
+            out.append(f"all {starts} start dates: {_bytes(total)} (statistics-only and BitRound), "
                        f"{sum(size.gpu_hours) * starts:,.4g} GPU-hours")
     return "\n".join(out) + "\n"
