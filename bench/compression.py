@@ -3,8 +3,8 @@
     python bench/compression.py --store demo-output/ensemble.zarr           # what a finished run wrote
     python bench/compression.py --analyses demo-output/planet/analysis.zarr --fields demo-output/planet/nature.zarr
 
-``--store`` sums the files of each member variable of a complete ensemble store and divides by its
-member-steps (members x start dates x leads). ``--fields`` encodes states of a dataset (e.g. a nature run
+``--store`` sums the files of each member variable of an ensemble store and divides by its finished
+member-steps (finished members x leads; run whole start dates, e.g. ``--init-times 0:2``). ``--fields`` encodes states of a dataset (e.g. a nature run
 at another resolution, where no checkpoints exist) one field per chunk with the store's own codec chain
 (``forecast.store``), at the keep-bits ``keepbits: auto`` chooses from ``--analyses``, and prints the same
 figures per state (one state of every channel = one member-step). Nothing is left on disk.
@@ -21,14 +21,17 @@ import numpy as np
 
 
 def store_figures(path: Path) -> dict:
-    """Bytes on disk per member-step of each member variable of a complete store, and its keep-bits."""
+    """Bytes on disk per finished member-step of each member variable of a store, and its keep-bits."""
     from forecast.store import EnsembleStore
 
     store = EnsembleStore.open(path)
     schema = store.schema
-    if not (store.done[:] == 1).all():
-        raise SystemExit(f"{path} is not complete: bytes per member-step would be too small")
-    steps = schema.n_members * len(schema.init_times) * len(schema.lead_hours)
+    done = store.done[:] == 1
+    if not done.any():
+        raise SystemExit(f"{path} has no finished members")
+    if schema.store_layout.shard_members > 1 and not all(row.all() or not row.any() for row in done):
+        raise SystemExit(f"{path} has start dates with only some members finished: run them to the end first")
+    steps = int(done.sum()) * len(schema.lead_hours)
     sizes = {c: sum(f.stat().st_size for f in (path / c).rglob("*") if f.is_file() and f.name != "zarr.json") / steps
              for c in schema.channels}
     grid = schema.grid
