@@ -110,3 +110,15 @@ def test_dry_run_on_a_built_world_reads_the_card_and_writes_nothing(tiny_world):
     assert "2 checkpoint(s) x 4 members (4 +/- pairs in all, 2 per checkpoint) + 1 control = 9 members" in out
     size = run_size(with_workdir(tiny_world, str(root)))
     assert size.start_date_bytes(False, False) == 4 * 9 * 3 * 17 * 32 * 4
+
+
+def test_hens_channels_are_makanis_74chq_order_and_the_statistics_split_is_consistent():
+    from models.makani_mock import HENS_CHANNELS  # makani's channel_names of the HENS packages
+
+    config = load_config(HENS)
+    channels = list(config.sizing.channels)
+    assert channels == ["d2m" if c == "2d" else c for c in HENS_CHANNELS]
+    statistics = config.ensemble.statistics
+    assert set(statistics.only) <= set(statistics.channels) <= set(channels)
+    kept = [c for c in channels if c not in statistics.only]
+    assert kept == ["u10m", "v10m", "t2m", "sp", "msl", "tcwv", "d2m", "z500", "t850", "q700"]
