@@ -67,7 +67,7 @@ def test_hens_sizes_match_the_arithmetic():
     statistics = 64 * 4 * 61 * points * 4  # mean, std, min, max of the statistics-only channels
     assert size.start_date_bytes(True, True) == 10 * (9 + 10) / 32 * points * 4 * 7424 * 61 + statistics
     # batch 2: 10 stored channels x 2 members x 4 MB = 83 MB per lead: 3 leads fit the 256 MiB shard buffer
-    assert size.lead_chunk == 3 and size.windows == 3712
+    assert size.lead_chunk == 3 and size.windows == size.blocks == 3712  # 256 per checkpoint: no window straddles two
     assert size.files_per_start_date == 10 * 3712 * math.ceil(61 / 3) + 64 * 4 * math.ceil(61 / 3)
     rollout, breeding = size.gpu_hours
     assert rollout == pytest.approx(7424 * 60 * 0.29 / 3600)

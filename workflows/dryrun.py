@@ -105,6 +105,7 @@ class RunSize:
     batch_note: str
     lead_chunk: int
     windows: int
+    blocks: int  # member blocks per start date (windows split where the checkpoint changes)
     keepbits: dict
     keepbits_note: str
     statistics_fields: int  # statistics arrays per lead, grid point and start date
@@ -173,10 +174,9 @@ class RunSize:
         ]
         if self.statistics_channels:
             out.append(f"streaming statistics: {self.statistics_fields} arrays per lead and start date; the accumulator "
-                       f"holds {_bytes(self.accumulator_bytes)} of host memory per process; each (rank, checkpoint) "
-                       f"group stores it as a part: at least {self.n_checkpoints} parts = "
-                       f"{_bytes(self.n_checkpoints * self.accumulator_bytes)} per start date in the store's "
-                       "statistics_parts (uncompressed)")
+                       f"holds {_bytes(self.accumulator_bytes)} of host memory per process; the store keeps one "
+                       f"accumulator per block ({self.blocks:,} blocks) in statistics_parts: "
+                       f"{_bytes(self.blocks * self.accumulator_bytes)} per start date before zstd")
         for label, only, packed in (("all channels, float32", False, False),
                                     ("statistics-only applied, float32", True, False),
                                     ("all channels, BitRound", False, True),
@@ -276,7 +276,7 @@ def run_size(config: Config, experiment: str | None = None) -> RunSize:
                    members=plan.size, channels=tuple(channels), stored=stored, statistics_channels=tuple(s.channels),
                    nlat=nlat, nlon=nlon, dt_hours=dt, lead_steps=lead_steps, batch_size=batch, batch_note=batch_note,
                    lead_chunk=shard_leads(batch, len(stored), nlat * nlon, lead_steps + 1),
-                   windows=len(plan.windows(batch)), keepbits={c: b for c, b in keepbits.items() if c in channels},
+                   windows=len(plan.windows(batch)), blocks=len(plan.blocks(batch)), keepbits={c: b for c, b in keepbits.items() if c in channels},
                    keepbits_note=note, statistics_fields=statistics_fields,
                    thresholds=sum(len(s.thresholds.get(c, ())) for c in s.channels), tail_members=s.tail_members, seconds_per_member_step=seconds,
                    seconds_source=source, breeding_member_steps=breeding, model_source=model_source)
