@@ -321,6 +321,7 @@ def score_ensemble(forecast: xr.Dataset, truth: xr.Dataset, dims=SCORE_DIMS, reg
                     "events": "; ".join(f"{e}: value {'>' if above else '<'} the truth's climatological {int(q * 100)}th "
                                         "percentile" for e, (q, above) in EVENT_QUANTILES.items()),
                     "maps": "first start date, last lead; EFI against the truth's climate"}
+    schema = _schema(forecast)
     if schema is not None and "amplitude_calibration" in schema.attrs:
         result.attrs["amplitude_calibration"] = json.dumps(schema.attrs["amplitude_calibration"])
     if groups is not None:
