@@ -3,7 +3,7 @@
 makani's preprocessor and model wrapper append, after the normalised state channels and in this order:
 
 1. ``cos_zenith``: the cosine of the solar zenith angle at the *valid time of the input state*
-   (``forecast.solar``), unnormalised. The model needs that time at every step.
+   (``models.solar``), unnormalised. The model needs that time at every step.
 2. grid features (``add_grid``): the two coordinates ``(y, x)`` of each point, either in [0, 1)
    (``coordinates="unit"``: ``linspace(0, 1, n + 1)[:-1]``, makani's default) or as latitude and longitude
    in radians (``"radians"``, when the package's ``config.json`` carries ``lat``/``lon``); with
@@ -140,7 +140,7 @@ class ExtraInputs(nn.Module):
             self.register_buffer("static", torch.zeros(1, len(spec.static), grid.nlat, grid.nlon))
 
     def cos_zenith(self, time, batch: int, device, dtype) -> torch.Tensor:
-        from forecast.solar import cos_zenith
+        from models.solar import cos_zenith
 
         times = as_datetime64(time, batch)
         unique, inverse = np.unique(times, return_inverse=True)

@@ -137,7 +137,7 @@ def _none_like(value) -> bool:
 
 def channels_and_indices(root: Path, config: dict) -> tuple[list[str], list[int]]:
     """Our channel names, in the model's order, and their indices into the statistics files."""
-    from forecast.lexicon import canonical_channel, is_known_channel
+    from forecast.data.lexicon import canonical_channel, is_known_channel
 
     names = config.get("channel_names")
     if not isinstance(names, list) or not names:

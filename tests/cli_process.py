@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PRELOAD = ["cli_process", "torch", "torch_harmonics", "xarray", "zarr", "workflows.cli", "workflows.recipes",
-           "workflows.nightly", "ensembles.engine", "models.sfno", "forecast.scores"]
+           "workflows.nightly", "ensembles.engine", "models.sfno", "forecast.verify.scores"]
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # single-threaded torch in the server and every command
 

@@ -10,10 +10,10 @@ import torch.nn.functional as F
 import xarray as xr
 
 from forecast.rollout import rollout
-from forecast.solar import cos_zenith
+from models.solar import cos_zenith
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.makani import import_package
-from models.makani_mock import HENS_CHANNELS, write_mock_package
+from makani_mock import HENS_CHANNELS, write_mock_package
 
 TIME = np.datetime64("2021-07-01T06:00", "ns")
 
@@ -196,7 +196,7 @@ def test_ensemble_from_era5_with_an_imported_hens_package(imported, tmp_path):
     """WB2-layout analyses -> imported HENS-config model (cos zenith) -> bred vectors -> store."""
     from ensembles.engine import EnsembleEngine, PerturbationSettings
     from ensembles.plan import MemberPlan
-    from forecast.era5 import open_era5
+    from forecast.data.era5 import open_era5
 
     card = load_checkpoint(imported).card
     times = np.arange(TIME - np.timedelta64(18, "h"), TIME + np.timedelta64(1, "h"), np.timedelta64(6, "h"))

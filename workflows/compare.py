@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from forecast.plots import save_figure
+from forecast.verify.plots import save_figure
 
 METRICS = {"crps": "fair CRPS", "spread_skill_ratio": "spread-skill", "ensemble_mean_rmse": "ens-mean RMSE"}
 

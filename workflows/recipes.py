@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 # -- planet ---------------------------------------------------------------------------------------
 def planet_config(config: Config):
-    from forecast.planet import PlanetConfig
+    from forecast.data.planet import PlanetConfig
 
     known = set(PlanetConfig.__dataclass_fields__)
     unknown = sorted(set(config.planet.settings) - known)
@@ -38,7 +38,7 @@ def planet_config(config: Config):
 
 def make_planet(config: Config) -> tuple[Path, Path]:
     """Write the nature run and the analyses (skipped when both already exist)."""
-    from forecast.planet import analyses, nature_run
+    from forecast.data.planet import analyses, nature_run
 
     nature_path, analysis_path = config.paths.resolve("nature"), config.paths.resolve("analysis")
     if (nature_path / "zarr.json").is_file() and (analysis_path / "zarr.json").is_file():
@@ -206,7 +206,7 @@ def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: st
     import xarray as xr
 
     from forecast import verify
-    from forecast.scores import open_ensemble, score_ensemble
+    from forecast.verify.scores import open_ensemble, score_ensemble
     from workflows.cluster import LOCAL_WORKER_MEMORY, dask_client
     from workflows.report import write_report
 

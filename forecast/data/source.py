@@ -2,7 +2,7 @@
 
 A source is an ``xarray.Dataset`` in the system's layout: dims ``time, lat, lon``, one variable per
 channel, latitudes north to south, longitudes east from 0. The planet writes this layout; real-data
-readers convert their layouts to it (``forecast.era5``: WeatherBench2, ARCO-ERA5, CDS netCDF).
+readers convert their layouts to it (``forecast.data.era5``: WeatherBench2, ARCO-ERA5, CDS netCDF).
 ``Source`` wraps such a dataset and answers with float32 arrays, refusing what it cannot serve with a
 ``DataError`` that names the problem.
 """
@@ -57,7 +57,7 @@ class Source:
             more = f" (and {len(explained) - 1} more missing channel(s): {missing})" if len(missing) > 1 else ""
             raise DataError(explained[0] + more)
         if missing:
-            from forecast.lexicon import describe, is_known_channel
+            from forecast.data.lexicon import describe, is_known_channel
 
             hints = "; ".join(f"{c} needs {describe(c)}" for c in missing[:3] if is_known_channel(c))
             raise DataError(f"{self.name}: missing channel(s) {missing}; it has {list(self.channels)}"
@@ -106,7 +106,7 @@ class Source:
 
 def _is_system_layout(ds) -> bool:
     """Dims ``time, lat, lon`` on a recognised grid, no level dimension, no ERA5 variable names."""
-    from forecast.lexicon import LEVEL_DIMS, candidate_variables, is_known_channel
+    from forecast.data.lexicon import LEVEL_DIMS, candidate_variables, is_known_channel
 
     if not {"time", "lat", "lon"} <= set(ds.dims) or any(d in ds.dims for d in LEVEL_DIMS):
         return False
@@ -123,7 +123,7 @@ def open_source(path, name: str | None = None, grid: Grid | None = None, channel
     """Open a data source (Zarr store or netCDF file) as a ``Source``.
 
     A dataset in the system's layout is served as it is. Anything else is read as ERA5 in WeatherBench2,
-    ARCO-ERA5 or CDS layout (``forecast.era5.open_era5``), restricted to ``channels`` if given and
+    ARCO-ERA5 or CDS layout (``forecast.data.era5.open_era5``), restricted to ``channels`` if given and
     served on ``grid`` if given. A source on another grid is regridded only with ``regrid=True``
     (config ``data.regrid``); otherwise it is refused with a ``DataError`` naming both grids.
     """
@@ -145,13 +145,13 @@ def open_source(path, name: str | None = None, grid: Grid | None = None, channel
         if grid is not None and source.grid != grid:
             if not regrid:
                 source.check_grid(grid)
-            from forecast.regrid import regrid_dataset
+            from forecast.data.regrid import regrid_dataset
 
             regridded = regrid_dataset(ds, grid)
             log.info("%s: %s", name or path, regridded.attrs["regridding"])
             source = Source(regridded, name=name or path)
         return source
-    from forecast.era5 import open_era5
+    from forecast.data.era5 import open_era5
 
     return open_era5(ds, grid=grid, channels=channels, name=name or path, regrid=regrid)
 
