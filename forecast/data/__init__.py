@@ -4,6 +4,7 @@
 ``Source``. The planet (``forecast.data.planet``, which needs torch) is imported only where it is used.
 """
 
-from forecast.data.source import DataError, Source, normalisation_stats, open_source
+from forecast.data.open import open_source
+from forecast.data.source import DataError, Source, normalisation_stats
 
 __all__ = ["DataError", "Source", "normalisation_stats", "open_source"]
