@@ -94,3 +94,9 @@ def test_data_readers_do_not_import_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False"
+def test_nothing_below_workflows_reads_the_launcher_environment():
+    readers = [str(p.relative_to(ROOT)) for package in ("forecast", "models", "ensembles")
+               for p in (ROOT / package).rglob("*.py") if "SLURM_" in p.read_text() or '"RANK"' in p.read_text()]
+    assert readers == []
+
+

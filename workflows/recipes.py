@@ -169,7 +169,7 @@ def run_ensemble(config: Config, members: str | None = None, init_times: str | N
                  experiment: str | None = None) -> Path:
     """Generate the ensemble (or an experiment's; this rank's share under srun/torchrun) into its store."""
     from ensembles.plan import parse_member_range
-    from ensembles.ranks import rank_from_environment
+    from workflows.launcher import rank_from_environment
 
     ranks = rank_from_environment()
     engine = build_engine(config, ranks.local_rank, experiment)

@@ -44,7 +44,7 @@ def checkpoint_dirs(config: Config, names=None) -> list[Path]:
 
 
 def _distributed() -> bool:
-    from ensembles.ranks import rank_from_environment
+    from workflows.launcher import rank_from_environment
 
     return rank_from_environment().world > 1
 
@@ -83,7 +83,7 @@ def train_checkpoints(config: Config) -> list[Path]:
 
 def _train_distributed(config: Config, jobs) -> None:
     """Under srun/torchrun every rank trains each checkpoint together (DDP, gloo on CPU cores)."""
-    from ensembles.ranks import rank_from_environment
+    from workflows.launcher import rank_from_environment
     from workflows.ddp import barrier, process_group
 
     ranks = rank_from_environment()
