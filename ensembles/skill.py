@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from forecast.data import Source
+from forecast.files import write_atomic
 from forecast.rollout import rollout
 
 SKILL_FILE = "skill.json"
@@ -35,7 +36,7 @@ def deterministic_rmse(model, analyses: Source, truth: Source, init_times, lead_
         for first in range(0, len(init_times), batch_size):
             times = init_times[first:first + batch_size]
             x = model.normalise(torch.from_numpy(analyses.fields(times, card.channels)))
-            start = times if getattr(model, "needs_time", False) else None
+            start = times if model.needs_time else None
             for _, state in rollout(model, x, steps, start_time=start):
                 pass
             forecast = model.denormalise(state).double()
@@ -48,9 +49,7 @@ def deterministic_rmse(model, analyses: Source, truth: Source, init_times, lead_
 def save_skill(checkpoint_dir: str | os.PathLike, rmse: dict, lead_hours: int, n_init: int, source: str) -> Path:
     path = Path(checkpoint_dir) / SKILL_FILE
     record = {"lead_hours": lead_hours, "rmse": rmse, "n_init_times": n_init, "analyses": source}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(record, indent=2, sort_keys=True))
     return path
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import uuid
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -39,7 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
+from forecast.files import atomic_write
 from forecast.grid import Grid
+from forecast.hashing import content_hash, digest_to_int
 
 STATISTICS = ("mean", "std", "min", "max")
 
@@ -106,7 +107,7 @@ class StoreSchema:
 
 def _checksum(values: np.ndarray) -> int:
     data = np.ascontiguousarray(values, dtype=np.float32).tobytes()
-    return int.from_bytes(hashlib.sha256(data).digest()[:8], "little") >> 1
+    return content_hash(data)
 
 
 class EnsembleStore:
@@ -147,16 +148,9 @@ class EnsembleStore:
         path = Path(path)
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-            tmp = path.with_name(f".{path.name}.creating-{uuid.uuid4().hex[:12]}")
-            try:
+            with atomic_write(path, replace=False) as tmp:  # a loser of the race keeps the winner's store
                 tmp.mkdir(mode=0o750)  # the store is readable by the owner's group only
                 _write_template(tmp, schema, seeds or {}, title)
-                os.rename(tmp, path)
-            except OSError:
-                if not path.exists():
-                    raise
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
         if not (path / "zarr.json").is_file():
             raise StoreError(f"{path} exists and is not an ensemble store")
         store = cls(path)
@@ -341,7 +335,7 @@ class Checksums:
                 h.update(values[m, k].tobytes())
 
     def result(self) -> np.ndarray:
-        return np.array([[int.from_bytes(h.digest()[:8], "little") >> 1 for h in row] for row in self.hashes], dtype=np.int64)
+        return np.array([[digest_to_int(h.digest()) for h in row] for row in self.hashes], dtype=np.int64)
 
 
 def _runs(indices: np.ndarray):

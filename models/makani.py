@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from forecast.files import file_sha256
 from models.checkpoint import CARD, CheckpointError
 
 log = logging.getLogger(__name__)
@@ -434,7 +435,7 @@ def import_package(package, out, name: str | None = None, dt_hours: int | None =
         std=tuple(std), architecture=sfno.to_dict(), name=name or root.resolve().name,
         training={"imported_from": "makani model package", "package": str(root.resolve()),
                   "config_sha256": hashlib.sha256((root / "config.json").read_bytes()).hexdigest(),
-                  "checkpoint_sha256": _file_sha256(root / CHECKPOINT)},
+                  "checkpoint_sha256": file_sha256(root / CHECKPOINT)},
     )
     expected = state_shapes(sfno)  # names and shapes only: HENS-size weights are not allocated twice
     mapped = map_state(root, state, expected)
@@ -447,13 +448,5 @@ def import_package(package, out, name: str | None = None, dt_hours: int | None =
     log.info("imported %s: %d channels, %d extra inputs, %d weights -> %s", root, len(channels),
              sfno.extra_input_count, len(mapped), out)
     return written
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.crps import fair_crps
+
 log = logging.getLogger(__name__)
 
 
@@ -168,8 +170,15 @@ class VAELoss:
 
 
 def weighted_fair_crps(members: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Area-weighted mean of the fair CRPS; ``members`` ``(batch, n, channel, lat, lon)``, n >= 2."""
-    n = members.shape[1]
-    skill = (members - target.unsqueeze(1)).abs().mean(dim=1)
-    spread = (members.unsqueeze(1) - members.unsqueeze(2)).abs().sum(dim=(1, 2)) / (2 * n * (n - 1))
-    return ((skill - spread) * weights).sum(dim=(-2, -1)).mean()
+    """Area-weighted mean of the fair CRPS (:func:`models.crps.fair_crps`).
+
+    Parameters
+    ----------
+    members : torch.Tensor
+        ``(batch, n, channel, lat, lon)``, n >= 2.
+    target : torch.Tensor
+        ``(batch, channel, lat, lon)``.
+    weights : torch.Tensor
+        ``(lat, lon)`` area weights.
+    """
+    return (fair_crps(members, target, member_dim=1) * weights).sum(dim=(-2, -1)).mean()

@@ -100,3 +100,9 @@ def test_nothing_below_workflows_reads_the_launcher_environment():
     assert readers == []
 
 
+
+
+def test_files_are_renamed_into_place_only_by_the_atomic_write_helper():
+    renamers = [str(p.relative_to(ROOT)) for package in PACKAGES for p in (ROOT / package).rglob("*.py")
+                if p.name != "files.py" and any(f"{call}(" in p.read_text() for call in ("os.replace", "os.rename"))]
+    assert renamers == []

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from forecast.files import leftovers
 from forecast.store import EnsembleStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def check_store(path, repair: bool = False) -> CheckResult:
     problems = store.problems()
     result.problems = [p.message for p in problems]
     result.leftovers = sorted(str(p.relative_to(path)) for p in path.rglob("*.partial"))
-    result.leftovers += sorted(str(p) for p in path.parent.glob(f".{path.name}.creating-*"))
+    result.leftovers += [str(p) for p in leftovers(path)]
     if result.leftovers:
         log.info("check: %d temporary file(s) of interrupted writes (harmless; rewritten or ignored by a rerun), "
                  "first: %s", len(result.leftovers), result.leftovers[0])

@@ -7,14 +7,13 @@ ensemble store's finished blocks) and redoes what is missing.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from forecast.files import atomic_write
 from workflows.config import Config, ConfigError
 from workflows.training import available_cores, checkpoint_dirs, model_sets, train_checkpoints  # noqa: F401
 
@@ -60,11 +59,8 @@ def make_planet(config: Config) -> tuple[Path, Path]:
 def _write_dataset(ds, path: Path) -> None:
     """Write a whole dataset to Zarr atomically (a temporary path renamed into place)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    tmp = path.with_name(path.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    ds.to_zarr(str(tmp), mode="w", consolidated=False, zarr_format=3)
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        ds.to_zarr(str(tmp), mode="w", consolidated=False, zarr_format=3)
 
 
 # -- skill ----------------------------------------------------------------------------------------
@@ -219,9 +215,8 @@ def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: st
         lazy = score_ensemble(forecast, truth, regions=tuple(verify.REGIONS) + tuple(regions))
         scores = _compute_with_progress(client, lazy)
     log.info("score: %s scored in %.1f s", store_path, time.perf_counter() - began)
-    tmp = out_dir / "scores.nc.partial"
-    scores.to_netcdf(tmp)
-    os.replace(tmp, out_dir / "scores.nc")
+    with atomic_write(out_dir / "scores.nc") as tmp:
+        scores.to_netcdf(tmp)
     return write_report(scores, out_dir, store_path)
 
 

@@ -4,7 +4,6 @@ on one machine, or as one DDP job under ``torchrun``/``srun`` (every rank trains
 from __future__ import annotations
 
 import logging
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from forecast.machine import available_cores
 from workflows.config import Config, ConfigError, TrainSection
 
 log = logging.getLogger(__name__)
@@ -91,13 +91,6 @@ def _train_distributed(config: Config, jobs) -> None:
         for name, k in jobs:
             train_one(config, name, k)
             barrier()
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def _quiet_worker(level: int) -> None:

@@ -29,7 +29,6 @@ truncated to what the equiangular output grid resolves and synthesised there.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 
 from forecast.grid import Grid
+from forecast.hashing import derived_seed
 
 log = logging.getLogger(__name__)
 
@@ -263,8 +263,7 @@ def to_dataset(fields: np.ndarray, times: np.ndarray, grid: Grid, channels=CHANN
 
 def time_seed(seed: int, time: np.datetime64) -> int:
     """A 63-bit seed from a base seed and a time stamp (for observation error draws)."""
-    key = f"{seed}|{np.datetime_as_string(np.datetime64(time, 's'))}".encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1
+    return derived_seed(seed, np.datetime_as_string(np.datetime64(time, 's')))
 
 
 def analyses(truth, config: PlanetConfig, seed: int = 1):
