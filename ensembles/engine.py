@@ -63,6 +63,53 @@ class PerturbationSettings:
 
 @dataclass
 class EnsembleEngine:
+    """Runs the members of a plan, checkpoint by checkpoint and batch window by window, into a store.
+
+    Each rank loads each of its checkpoints once, perturbs the initial states (bred vectors seeded per
+    pair), rolls a window of members forward together and hands every lead to writer threads (values,
+    checksums, streaming statistics). A member is bit-identical on the CPU whichever rank or run computes
+    it, because its window and its seeds depend only on its identity.
+
+    Parameters
+    ----------
+    checkpoints : list
+        Checkpoint folders; index ``k`` is ``Member.checkpoint == k``. They must share channels, grid and
+        time step.
+    plan : MemberPlan
+        Which checkpoint, perturbation pair and sign each member has.
+    analyses : forecast.data.Source
+        Initial states (and, for bred vectors ending at ``t``, the analyses before them).
+    init_times : array of datetime64
+        Start dates.
+    lead_steps : int
+        Model steps per member (lead = ``lead_steps * dt``).
+    batch_size : int
+        Members per window; fixes the store's shard layout.
+    base_seed : int
+        Base of every member's seeds (``ensembles.seeds.member_seed``).
+    perturbation : PerturbationSettings
+        Initial-state perturbation.
+    device : str
+        Torch device of this rank.
+    statistics : ensembles.stats.StatisticsSpec, optional
+        Streaming statistics to accumulate.
+    statistics_only : tuple
+        Channels kept as statistics alone (no member fields).
+    keepbits : dict
+        Channel -> float32 mantissa bits kept (BitRound before zstd).
+    zstd_level : int
+        Compression level.
+    writer_threads : int
+        Threads writing Zarr chunks.
+    autocast_bf16 : bool
+        Run the pointwise parts in bfloat16 on a GPU.
+
+    Examples
+    --------
+    ``workflows.recipes.build_engine`` builds one from a config; then ``engine.run(engine.create_store(path),
+    0, engine.plan.size, rank=0, world=1)``.
+    """
+
     checkpoints: list  # checkpoint directories, index = Member.checkpoint
     plan: MemberPlan
     analyses: Source
@@ -302,13 +349,14 @@ class EnsembleEngine:
                                     "used for breeding have NaN or Inf")
                 history = model.normalise(torch.from_numpy(fields).to(self.device))
             seed_channels = torch.tensor([c in p.channels for c in card.channels])
-            if getattr(model, "needs_time", False):  # cos-zenith models: each cycle steps from a known time
+            times, step = None, (lambda x: self._step(model, x, None))
+            if model.needs_time:  # cos-zenith models: each cycle steps from a known time
                 init = np.datetime64(self.init_times[init_index], "ns")
                 times = list(self.history_times(init)) if p.last_cycle_ends == "t" else [init] * p.cycles
-                return BredVector(lambda x, t: self._step(model, x, None, t), self.grid, amplitude, seed_channels,
-                                  p.length_scale_km, p.cycles, p.boundary_latitude, p.last_cycle_ends, history, times)
-            return BredVector(lambda x: self._step(model, x, None), self.grid, amplitude, seed_channels,
-                              p.length_scale_km, p.cycles, p.boundary_latitude, p.last_cycle_ends, history)
+                step = lambda x, t: self._step(model, x, None, t)  # noqa: E731
+            return BredVector(step=step, grid=self.grid, amplitude=amplitude, seed_channels=seed_channels,
+                              length_scale_km=p.length_scale_km, cycles=p.cycles, boundary=p.boundary_latitude,
+                              last_cycle_ends=p.last_cycle_ends, history=history, times=times)
         return None
 
     def _step(self, model, x, generators, time=None):
@@ -340,7 +388,7 @@ class EnsembleEngine:
                         x[row] = x0[0] + m.sign * dx[m.pair]
                 x = torch.maximum(x, floor)
             noise = [member_generator(self.base_seed, init_time, m.index, "noise") for m in members]
-            start_time = init_time if getattr(model, "needs_time", False) else None
+            start_time = init_time if model.needs_time else None
             for lead, state in rollout(stepper, x, self.lead_steps, noise, floor, start_time=start_time):
                 yield lead, _to_host(model.denormalise(state))
 

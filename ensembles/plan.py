@@ -32,6 +32,30 @@ class Member:
 
 @dataclass(frozen=True)
 class MemberPlan:
+    """Which checkpoint and perturbation every member of the ensemble gets.
+
+    Member 0 is the unperturbed control (when ``control``), then ``members_per_checkpoint`` members of
+    checkpoint 0, then of checkpoint 1, ...; with ``perturbation="paired"`` consecutive members form +/-
+    pairs of one perturbation.
+
+    Parameters
+    ----------
+    n_checkpoints : int
+        Number of checkpoints (at least 1).
+    members_per_checkpoint : int
+        Members per checkpoint; even for +/- pairs.
+    control : bool
+        Whether member 0 is the unperturbed control.
+    perturbation : str
+        One of ``PERTURBATIONS`` (``"paired"``: +/- pairs; ``"none"``: no initial perturbation).
+
+    Examples
+    --------
+    >>> plan = MemberPlan(2, 4)
+    >>> plan.size, plan.member(1).checkpoint, plan.member(5).checkpoint
+    (9, 0, 1)
+    """
+
     n_checkpoints: int
     members_per_checkpoint: int
     control: bool = True

@@ -21,6 +21,7 @@ class ForecastModel(Protocol):
     """
 
     card: ModelCard
+    needs_time: bool
 
     def step(self, x: torch.Tensor, generator: torch.Generator | None = None, time=None) -> torch.Tensor: ...
 

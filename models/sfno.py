@@ -36,6 +36,44 @@ from torch import nn
 
 @dataclass(frozen=True)
 class SFNOConfig:
+    """Hyper-parameters of the SFNO (makani's layout); stored in a checkpoint card's ``architecture``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        State channels in and out (extra inputs come on top of ``in_channels``).
+    nlat, nlon : int
+        The model grid.
+    grid, internal_grid : str
+        torch-harmonics grid names outside (``equiangular``) and inside (``legendre-gauss``) the network.
+    scale_factor : int
+        Down-sampling of the internal grid.
+    embed_dim, num_layers : int
+        Width and depth (HENS: 620 and 8).
+    mlp_ratio : float
+        Hidden width of each block's MLP relative to ``embed_dim``.
+    encoder_layers : int
+        Layers of the pointwise encoder and decoder.
+    normalization : str
+        ``instance_norm`` or ``none``.
+    hard_thresholding_fraction : float
+        Fraction of the spectral modes kept.
+    big_skip : bool
+        Add the input to the decoder's output (makani's big skip).
+    residual_prediction : bool
+        Predict the increment of the first ``out_channels`` inputs.
+    activation : str
+        Activation name.
+    max_modes : int
+        Cap on the spectral modes (0: automatic).
+    mlp_output_bias : bool
+        Bias on each MLP's output layer (makani v0.1.0 has one).
+    skip_resampling : str
+        ``shape`` or ``shape_or_grid``: when the skip connections resample.
+    extra_inputs : dict
+        Time- and grid-dependent inputs (``models.extra_inputs.ExtraInputSpec``), e.g. ``cos_zenith``.
+    """
+
     in_channels: int
     out_channels: int
     nlat: int

@@ -42,6 +42,32 @@ LOGVAR_RANGE = (-12.0, 4.0)
 
 @dataclass(frozen=True)
 class VAEConfig:
+    """Hyper-parameters of the VAE; stored in a checkpoint card's ``architecture``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        State channels (equal: the VAE predicts increments).
+    nlat, nlon : int
+        The model grid.
+    grid, internal_grid : str
+        torch-harmonics grid names outside and inside the network.
+    scale_factor : int
+        Down-sampling of the latent (internal) grid.
+    embed_dim : int
+        Width of the features.
+    encoder_blocks, decoder_blocks : int
+        SFNO blocks in the encoder and the decoder.
+    latent_channels : int
+        Latent variables per latent grid point.
+    latent_correlation : float
+        AR(1) correlation rho of each member's standardised noise from step to step, in [0, 1).
+    mlp_ratio : float
+        Hidden width of each block's MLP relative to ``embed_dim``.
+    normalization, activation : str
+        As in ``models.sfno.SFNOConfig``.
+    """
+
     in_channels: int
     out_channels: int
     nlat: int
@@ -95,6 +121,23 @@ def _draw(shape: tuple, generator, device, dtype) -> torch.Tensor:
 
 
 class VAE(nn.Module):
+    """FuXi-ENS-style one-step VAE on the sphere: encoder, state-dependent prior, posterior, decoder.
+
+    The encoder maps ``x_t`` to latent features on a Gauss grid (SFNO blocks); the prior gives a Gaussian
+    ``p(z | x_t)`` per latent point, the posterior ``q(z | x_t, x_t+1)`` (training only) sees the target;
+    a sample ``z`` perturbs the features and the decoder maps them to the increment.
+
+    Parameters
+    ----------
+    config : VAEConfig
+        Hyper-parameters.
+
+    Examples
+    --------
+    ``VAE(config).step(x, generator)`` is one forecast step drawing ``z`` from ``generator`` (the prior
+    mean with ``None``); ``VAE(config)(x, target=y, generator=g)`` returns the step and the KL term.
+    """
+
     def __init__(self, config: VAEConfig):
         super().__init__()
         from torch_harmonics import InverseRealSHT, RealSHT
@@ -203,6 +246,8 @@ class VAEForecastModel(Normalised):
     def __init__(self, card: ModelCard, network: VAE):
         super().__init__(card)
         self.network = network
+
+    needs_time = False  # no time-dependent inputs
 
     def step(self, x: torch.Tensor, generator=None, time=None) -> torch.Tensor:
         """``time`` is accepted for the common interface and not used (no time-dependent inputs)."""
