@@ -6,7 +6,7 @@ batches and ranks gives the same moments up to round-off), the minimum and maxim
 above each configured threshold, and the ``tail_members`` largest and smallest values. The tails give
 *exact* quantiles (numpy's default linear interpolation between order statistics) for any quantile
 whose order statistics lie within them, which for ``M`` members means ``q <= (k - 1) / (M - 1)`` or
-``q >= 1 - (k - 1) / (M - 1)``. A 7,424-member ensemble with ``tail_members=75`` thus has exact 1% and
+``q >= 1 - (k - 1) / (M - 1)``. A 7,424-member ensemble with ``tail_members=76`` thus has exact 1% and
 99% quantiles without keeping its members.
 """
 
