@@ -12,7 +12,7 @@ import xarray as xr
 from forecast import verify
 from forecast.verify import _kernels
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def field(m=6, seed=0):

@@ -13,7 +13,7 @@ from forecast.rollout import rollout
 from models.solar import cos_zenith
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.makani import import_package
-from makani_mock import HENS_CHANNELS, write_mock_package
+from tests.models.makani_mock import HENS_CHANNELS, write_mock_package
 
 TIME = np.datetime64("2021-07-01T06:00", "ns")
 
