@@ -165,6 +165,7 @@ class EnsembleEngine:
 
     # -- description ------------------------------------------------------------------------------
     def history_times(self, init_time) -> np.ndarray:
+        """The analysis times the bred vector breeds over before ``init_time`` (``cycles`` steps)."""
         n = self.perturbation.cycles
         return np.datetime64(init_time, "ns") - np.arange(n, 0, -1) * np.timedelta64(self.dt_hours, "h")
 
@@ -175,10 +176,13 @@ class EnsembleEngine:
         return int(max(1, min(self.lead_steps + 1, budget_bytes // per_lead)))
 
     def layout(self) -> StoreLayout:
+        """The store layout: one batch window per shard, ``lead_chunk`` leads, compression."""
         return StoreLayout(shard_members=self.batch_size, lead_chunk=self.lead_chunk(), keepbits=dict(self.keepbits),
                            zstd_level=self.zstd_level)
 
     def schema(self) -> StoreSchema:
+        """The store schema (coordinates, member plan, checkpoints, seed rule, settings): the store is created
+        from it and checked against it."""
         members = self.plan.members()
         return StoreSchema(
             channels=self.stored,
@@ -207,6 +211,7 @@ class EnsembleEngine:
         )
 
     def seeds(self) -> dict[str, np.ndarray]:
+        """Every member's perturbation and noise seed per start date (stored so any member can be regenerated alone)."""
         members = self.plan.members()
         perturbation = np.array([[member_seed(self.base_seed, t, m.pair, "perturbation") if m.pair >= 0 else -1
                                   for m in members] for t in self.init_times], dtype=np.int64)
@@ -215,6 +220,7 @@ class EnsembleEngine:
         return {"perturbation_seed": perturbation, "noise_seed": noise}
 
     def create_store(self, path) -> EnsembleStore:
+        """Create the store at ``path`` for this run's schema, or open the existing one if it has the same schema."""
         return EnsembleStore.create(path, self.schema(), self.seeds())
 
     # -- running ----------------------------------------------------------------------------------
@@ -330,10 +336,12 @@ class EnsembleEngine:
 
     # -- numerics ---------------------------------------------------------------------------------
     def initial_state(self, model, init_index: int) -> torch.Tensor:
+        """The normalised analysis at start date ``init_index``, ``(1, channel, lat, lon)``."""
         x = self.analyses.initial_state(self.init_times[init_index], self.channels)
         return model.normalise(torch.from_numpy(x).to(self.device))
 
     def perturbation_for(self, model, init_index: int):
+        """The initial-state perturbation for ``model`` at start date ``init_index`` (``None`` for none)."""
         p = self.perturbation
         card = model.card
         amplitude = torch.tensor([p.amplitude.get(c, 0.0) / s for c, s in zip(card.channels, card.std)])

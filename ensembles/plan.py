@@ -24,6 +24,8 @@ PERTURBATIONS = ("paired", "single", "none")
 
 @dataclass(frozen=True)
 class Member:
+    """One member's identity: its index, checkpoint, perturbation pair (-1: none) and sign."""
+
     index: int
     checkpoint: int
     pair: int  # perturbation index shared by a +/- pair; -1 when unperturbed
@@ -73,13 +75,16 @@ class MemberPlan:
 
     @property
     def offset(self) -> int:
+        """1 when member 0 is the control, else 0."""
         return 1 if self.control else 0
 
     @property
     def size(self) -> int:
+        """Number of members."""
         return self.offset + self.n_checkpoints * self.members_per_checkpoint
 
     def member(self, index: int) -> Member:
+        """Member ``index``'s checkpoint, pair and sign."""
         if not 0 <= index < self.size:
             raise ValueError(f"member {index} is outside the plan's {self.size} members")
         if self.control and index == 0:
@@ -92,6 +97,7 @@ class MemberPlan:
         return Member(index, checkpoint, -1, 0)
 
     def members(self, start: int = 0, stop: int | None = None) -> list[Member]:
+        """Members ``start:stop``."""
         stop = self.size if stop is None else stop
         return [self.member(i) for i in range(start, stop)]
 
@@ -127,6 +133,7 @@ class MemberPlan:
         return [list(range(g * size, min((g + 1) * size, total))) for g in groups]
 
     def n_perturbations(self) -> int:
+        """Number of distinct perturbations (pairs share one)."""
         if self.perturbation == "paired":
             return self.n_checkpoints * self.members_per_checkpoint // 2
         if self.perturbation == "single":
@@ -135,6 +142,7 @@ class MemberPlan:
 
 
 def check_member_range(start: int, stop: int, size: int, what: str = "member") -> None:
+    """Raise ``ValueError`` unless ``start:stop`` is a non-empty range within ``size``."""
     if start < 0 or stop <= start or stop > size:
         raise ValueError(f"{what} range {start}:{stop} is empty, negative or beyond the {size} {what}s")
 

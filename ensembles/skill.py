@@ -47,6 +47,7 @@ def deterministic_rmse(model, analyses: Source, truth: Source, init_times, lead_
 
 
 def save_skill(checkpoint_dir: str | os.PathLike, rmse: dict, lead_hours: int, n_init: int, source: str) -> Path:
+    """Write a checkpoint's RMSE per channel at ``lead_hours`` to its ``skill.json`` (atomically); returns the path."""
     path = Path(checkpoint_dir) / SKILL_FILE
     record = {"lead_hours": lead_hours, "rmse": rmse, "n_init_times": n_init, "analyses": source}
     write_atomic(path, json.dumps(record, indent=2, sort_keys=True))
@@ -54,6 +55,7 @@ def save_skill(checkpoint_dir: str | os.PathLike, rmse: dict, lead_hours: int, n
 
 
 def load_skill(checkpoint_dir: str | os.PathLike, lead_hours: int) -> dict:
+    """The RMSE per channel from a checkpoint's ``skill.json``, refused if computed at another lead."""
     path = Path(checkpoint_dir) / SKILL_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run 'forecast skill' for this checkpoint first")

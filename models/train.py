@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainSettings:
+    """Optimiser and loop settings of one training run (AdamW, warm-up then cosine schedule)."""
+
     steps: int = 600
     batch_size: int = 8
     learning_rate: float = 2e-3
@@ -45,6 +47,7 @@ def seeded_init(build, seed: int):
 
 
 def rank_and_world() -> tuple[int, int]:
+    """``(rank, world size)`` of the initialised ``torch.distributed`` group, else ``(0, 1)``."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
@@ -59,6 +62,7 @@ def sample_windows(data: np.ndarray, length: int, batch: int, generator: torch.G
 
 
 def weighted_mse(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Area-weighted mean squared error, averaged over batch and channels."""
     return (((prediction - target) ** 2) * weights).sum(dim=(-2, -1)).mean()
 
 
@@ -119,6 +123,7 @@ def _row_seed(seed: int, step: int, row: int) -> int:
 
 
 def rollout_mse(model, window: torch.Tensor, generators, weights: torch.Tensor, step: int = 0) -> torch.Tensor:
+    """Area-weighted MSE of an autoregressive rollout over the window (the SFNO's loss)."""
     x = window[:, 0]
     total = 0.0
     for k in range(1, window.shape[1]):

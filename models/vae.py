@@ -94,6 +94,7 @@ class VAEConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "VAEConfig":
+        """A config from a card's ``architecture``; unknown keys are refused with the known ones."""
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -101,6 +102,7 @@ class VAEConfig:
         return cls(**d)
 
     def to_dict(self) -> dict:
+        """The config as plain JSON values."""
         return asdict(self)
 
     def block_config(self) -> SFNOConfig:
@@ -177,6 +179,7 @@ class VAE(nn.Module):
         return mean, logvar.clamp(*LOGVAR_RANGE)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Latent features of ``x`` on the internal grid."""
         h = self.lift(x)
         for block in self.encoder:
             h = block(h)
@@ -194,12 +197,14 @@ class VAE(nn.Module):
         return self._gaussian(self.posterior, g)
 
     def decode(self, h: torch.Tensor, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The next state from features ``h``, latent sample ``z`` and the input ``x`` (an increment added to ``x``)."""
         y = h + self.inject(z)
         for block in self.decoder:
             y = block(y)
         return x + self.project(y)
 
     def step(self, x: torch.Tensor, generator: torch.Generator | Sequence[torch.Generator] | None = None) -> torch.Tensor:
+        """One forecast step with ``z`` drawn from the prior (one generator per row, or its mean with ``None``)."""
         h = self.encode(x)
         mean, logvar = self.prior_distribution(h)
         if generator is None:
@@ -254,10 +259,12 @@ class VAEForecastModel(Normalised):
         return self.network.step(x, generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``step`` with the prior mean (no noise)."""
         return self.network.step(x, None)
 
 
 def build_vae(card: ModelCard) -> VAEForecastModel:
+    """A freshly initialised VAE forecast model for ``card``."""
     return VAEForecastModel(card, VAE(VAEConfig.from_dict(card.architecture)))
 
 

@@ -79,6 +79,7 @@ class PlanetConfig:
 
     @property
     def grid(self) -> Grid:
+        """The output grid (equiangular ``nlat`` x ``nlon``)."""
         return Grid(self.nlat, self.nlon)
 
 
@@ -245,6 +246,8 @@ def nature_run(config: PlanetConfig, start: np.datetime64, n_times: int, spinup_
 
 
 def to_dataset(fields: np.ndarray, times: np.ndarray, grid: Grid, channels=CHANNELS):
+    """Fields ``(time, channel, lat, lon)`` as a dataset in the system's layout (one variable per channel,
+    CF attributes)."""
     import xarray as xr
 
     from forecast.channels import channel_attrs

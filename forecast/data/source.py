@@ -42,13 +42,17 @@ class Source:
 
     @property
     def channels(self) -> tuple[str, ...]:
+        """Channels served: the variables with dims ``(time, lat, lon)``."""
         return tuple(v for v, da in self.dataset.data_vars.items() if da.dims == ("time", "lat", "lon"))
 
     @property
     def times(self) -> np.ndarray:
+        """The times the source holds."""
         return self.dataset["time"].values
 
     def check_channels(self, channels) -> None:
+        """Raise a ``DataError`` naming what is missing (and what a reader would need) unless every one of
+        ``channels`` is served."""
         missing = [c for c in channels if c not in self.channels]
         explained = [self.missing[c] for c in missing if c in self.missing]
         if explained:
@@ -62,6 +66,7 @@ class Source:
                             + (f" ({hints})" if hints else ""))
 
     def check_grid(self, grid: Grid) -> None:
+        """Raise a ``DataError`` naming both grids unless the source is on ``grid``."""
         if grid != self.grid:
             raise DataError(
                 f"{self.name}: grid {self.grid.nlat}x{self.grid.nlon} ({self.grid.kind}) does not match the model grid "
@@ -69,6 +74,8 @@ class Source:
             )
 
     def time_index(self, times) -> np.ndarray:
+        """Positions of ``times`` in the source; a ``DataError`` names the first time it lacks and the range
+        it holds."""
         times = np.atleast_1d(np.asarray(times, dtype="datetime64[ns]"))
         available = self.times.astype("datetime64[ns]")
         index = np.searchsorted(available, times)
