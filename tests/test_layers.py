@@ -94,12 +94,22 @@ def test_data_readers_do_not_import_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False"
-def test_nothing_below_workflows_reads_the_launcher_environment():
+def test_nothing_below_workflows_reads_the_launcher_environment_or_a_config_file():
     readers = [str(p.relative_to(ROOT)) for package in ("forecast", "models", "ensembles")
-               for p in (ROOT / package).rglob("*.py") if "SLURM_" in p.read_text() or '"RANK"' in p.read_text()]
+               for p in (ROOT / package).rglob("*.py")
+               if "SLURM_" in p.read_text() or '"RANK"' in p.read_text() or "yaml" in imports_of(p)]
     assert readers == []
 
 
+def imports_of(path: Path) -> set[str]:
+    """Top-level names of every module ``path`` imports."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[0])
+    return names
 
 
 def test_files_are_renamed_into_place_only_by_the_atomic_write_helper():
