@@ -28,7 +28,7 @@ import torch
 def make_world(root: Path, nlat: int, nlon: int, channels: int, embed: int, layers: int, history: int):
     from forecast.data import Source
     from forecast.grid import Grid
-    from forecast.planet import to_dataset
+    from forecast.data.planet import to_dataset
     from forecast.random_fields import SphericalNoise
     from models.card import ModelCard
     from models.checkpoint import build_model, save_checkpoint

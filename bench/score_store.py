@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     parser.add_argument("--init-times", type=int, default=1)
     args = parser.parse_args(argv)
 
-    from forecast.mock import write_mock_store
+    from forecast.verify.mock import write_mock_store
 
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)

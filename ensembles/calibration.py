@@ -14,22 +14,14 @@ import logging
 import numpy as np
 import torch
 
+from ensembles.seeds import member_generator
 from forecast.data import Source
 from forecast.rollout import rollout
+from models.crps import fair_crps
 
 log = logging.getLogger(__name__)
 
 CANDIDATES = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
-
-
-def fair_crps(members: torch.Tensor, truth: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Area-weighted fair CRPS per channel; ``members`` ``(M, channel, lat, lon)``, ``truth`` ``(channel, lat, lon)``."""
-    m = members.shape[0]
-    skill = (members - truth).abs().mean(dim=0)
-    ordered = torch.sort(members, dim=0).values
-    rank_weight = (2 * torch.arange(1, m + 1, dtype=members.dtype) - m - 1).reshape(-1, 1, 1, 1)
-    spread = 2 * (rank_weight * ordered).sum(dim=0) / (2 * m * (m - 1))
-    return ((skill - spread) * weights).sum(dim=(-2, -1))
 
 
 def ensemble_crps(model, analyses: Source, truth: Source, init_times, lead_steps: int, members: int, seed: int = 0) -> float:
@@ -38,14 +30,14 @@ def ensemble_crps(model, analyses: Source, truth: Source, init_times, lead_steps
     weights = torch.as_tensor(truth.grid.area_weights(), dtype=torch.float32)
     total, count = 0.0, 0
     with torch.inference_mode():
-        for i, time in enumerate(np.asarray(init_times, dtype="datetime64[ns]")):
+        for time in np.asarray(init_times, dtype="datetime64[ns]"):
             x = model.normalise(torch.from_numpy(analyses.initial_state(time, card.channels)))
-            generators = [torch.Generator().manual_seed(seed + 1000 * i + j) for j in range(members)]
+            generators = [member_generator(seed, time, j, "calibration") for j in range(members)]
             valid = time + np.arange(lead_steps + 1) * np.timedelta64(card.dt_hours, "h")
             target = model.normalise(torch.from_numpy(truth.fields(valid, card.channels)))
             for step, state in rollout(model, x.expand(members, -1, -1, -1), lead_steps, generators):
                 if step:
-                    total += float(fair_crps(state, target[step], weights).mean())
+                    total += float((fair_crps(state, target[step]) * weights).sum(dim=(-2, -1)).mean())
                     count += 1
     return total / max(count, 1)
 

@@ -65,6 +65,53 @@ class PerturbationSettings:
 
 @dataclass
 class EnsembleEngine:
+    """Runs the members of a plan, checkpoint by checkpoint and batch window by window, into a store.
+
+    Each rank loads each of its checkpoints once, perturbs the initial states (bred vectors seeded per
+    pair), rolls a window of members forward together and hands every lead to writer threads (values,
+    checksums, streaming statistics). A member is bit-identical on the CPU whichever rank or run computes
+    it, because its window and its seeds depend only on its identity.
+
+    Parameters
+    ----------
+    checkpoints : list
+        Checkpoint folders; index ``k`` is ``Member.checkpoint == k``. They must share channels, grid and
+        time step.
+    plan : MemberPlan
+        Which checkpoint, perturbation pair and sign each member has.
+    analyses : forecast.data.Source
+        Initial states (and, for bred vectors ending at ``t``, the analyses before them).
+    init_times : array of datetime64
+        Start dates.
+    lead_steps : int
+        Model steps per member (lead = ``lead_steps * dt``).
+    batch_size : int
+        Members per window; fixes the store's shard layout.
+    base_seed : int
+        Base of every member's seeds (``ensembles.seeds.member_seed``).
+    perturbation : PerturbationSettings
+        Initial-state perturbation.
+    device : str
+        Torch device of this rank.
+    statistics : ensembles.stats.StatisticsSpec, optional
+        Streaming statistics to accumulate.
+    statistics_only : tuple
+        Channels kept as statistics alone (no member fields).
+    keepbits : dict
+        Channel -> float32 mantissa bits kept (BitRound before zstd).
+    zstd_level : int
+        Compression level.
+    writer_threads : int
+        Threads writing Zarr chunks.
+    autocast_bf16 : bool
+        Run the pointwise parts in bfloat16 on a GPU.
+
+    Examples
+    --------
+    ``workflows.recipes.build_engine`` builds one from a config; then ``engine.run(engine.create_store(path),
+    0, engine.plan.size, rank=0, world=1)``.
+    """
+
     checkpoints: list  # checkpoint directories, index = Member.checkpoint
     plan: MemberPlan
     analyses: Source
@@ -121,6 +168,7 @@ class EnsembleEngine:
 
     # -- description ------------------------------------------------------------------------------
     def history_times(self, init_time) -> np.ndarray:
+        """The analysis times the bred vector breeds over before ``init_time`` (``cycles`` steps)."""
         n = self.perturbation.cycles
         return np.datetime64(init_time, "ns") - np.arange(n, 0, -1) * np.timedelta64(self.dt_hours, "h")
 
@@ -129,10 +177,13 @@ class EnsembleEngine:
         return shard_leads(self.batch_size, len(self.stored), self.grid.nlat * self.grid.nlon, self.lead_steps + 1)
 
     def layout(self) -> StoreLayout:
+        """The store layout: one batch window per shard, ``lead_chunk`` leads, compression."""
         return StoreLayout(shard_members=self.batch_size, lead_chunk=self.lead_chunk(), keepbits=dict(self.keepbits),
                            zstd_level=self.zstd_level)
 
     def schema(self) -> StoreSchema:
+        """The store schema (coordinates, member plan, checkpoints, seed rule, settings): the store is created
+        from it and checked against it."""
         members = self.plan.members()
         return StoreSchema(
             channels=self.stored,
@@ -162,6 +213,7 @@ class EnsembleEngine:
         )
 
     def seeds(self) -> dict[str, np.ndarray]:
+        """Every member's perturbation and noise seed per start date (stored so any member can be regenerated alone)."""
         members = self.plan.members()
         perturbation = np.array([[member_seed(self.base_seed, t, m.pair, "perturbation") if m.pair >= 0 else -1
                                   for m in members] for t in self.init_times], dtype=np.int64)
@@ -170,6 +222,7 @@ class EnsembleEngine:
         return {"perturbation_seed": perturbation, "noise_seed": noise}
 
     def create_store(self, path) -> EnsembleStore:
+        """Create the store at ``path`` for this run's schema, or open the existing one if it has the same schema."""
         return EnsembleStore.create(path, self.schema(), self.seeds())
 
     # -- running ----------------------------------------------------------------------------------
@@ -281,10 +334,12 @@ class EnsembleEngine:
 
     # -- numerics ---------------------------------------------------------------------------------
     def initial_state(self, model, init_index: int) -> torch.Tensor:
+        """The normalised analysis at start date ``init_index``, ``(1, channel, lat, lon)``."""
         x = self.analyses.initial_state(self.init_times[init_index], self.channels)
         return model.normalise(torch.from_numpy(x).to(self.device))
 
     def perturbation_for(self, model, init_index: int):
+        """The initial-state perturbation for ``model`` at start date ``init_index`` (``None`` for none)."""
         p = self.perturbation
         card = model.card
         amplitude = torch.tensor([p.amplitude.get(c, 0.0) / s for c, s in zip(card.channels, card.std)])
@@ -300,13 +355,14 @@ class EnsembleEngine:
                                     "used for breeding have NaN or Inf")
                 history = model.normalise(torch.from_numpy(fields).to(self.device))
             seed_channels = torch.tensor([c in p.channels for c in card.channels])
-            if getattr(model, "needs_time", False):  # cos-zenith models: each cycle steps from a known time
+            times, step = None, (lambda x: self._step(model, x, None))
+            if model.needs_time:  # cos-zenith models: each cycle steps from a known time
                 init = np.datetime64(self.init_times[init_index], "ns")
                 times = list(self.history_times(init)) if p.last_cycle_ends == "t" else [init] * p.cycles
-                return BredVector(lambda x, t: self._step(model, x, None, t), self.grid, amplitude, seed_channels,
-                                  p.length_scale_km, p.cycles, p.boundary_latitude, p.last_cycle_ends, history, times)
-            return BredVector(lambda x: self._step(model, x, None), self.grid, amplitude, seed_channels,
-                              p.length_scale_km, p.cycles, p.boundary_latitude, p.last_cycle_ends, history)
+                step = lambda x, t: self._step(model, x, None, t)  # noqa: E731
+            return BredVector(step=step, grid=self.grid, amplitude=amplitude, seed_channels=seed_channels,
+                              length_scale_km=p.length_scale_km, cycles=p.cycles, boundary=p.boundary_latitude,
+                              last_cycle_ends=p.last_cycle_ends, history=history, times=times)
         return None
 
     def _step(self, model, x, generators, time=None):
@@ -338,7 +394,7 @@ class EnsembleEngine:
                         x[row] = x0[0] + m.sign * dx[m.pair]
                 x = torch.maximum(x, floor)
             noise = [member_generator(self.base_seed, init_time, m.index, "noise") for m in members]
-            start_time = init_time if getattr(model, "needs_time", False) else None
+            start_time = init_time if model.needs_time else None
             for lead, state in rollout(stepper, x, self.lead_steps, noise, floor, start_time=start_time):
                 yield lead, _to_host(model.denormalise(state))
 

@@ -20,6 +20,8 @@ from forecast.random_fields import SphericalNoise
 
 
 class Perturbation(Protocol):
+    """An initial-state perturbation: ``(x, generators) -> dx``, one perturbation per generator."""
+
     def __call__(self, x: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor: ...
 
 

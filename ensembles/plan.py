@@ -24,6 +24,8 @@ PERTURBATIONS = ("paired", "single", "none")
 
 @dataclass(frozen=True)
 class Member:
+    """One member's identity: its index, checkpoint, perturbation pair (-1: none) and sign."""
+
     index: int
     checkpoint: int
     pair: int  # perturbation index shared by a +/- pair; -1 when unperturbed
@@ -32,6 +34,30 @@ class Member:
 
 @dataclass(frozen=True)
 class MemberPlan:
+    """Which checkpoint and perturbation every member of the ensemble gets.
+
+    Member 0 is the unperturbed control (when ``control``), then ``members_per_checkpoint`` members of
+    checkpoint 0, then of checkpoint 1, ...; with ``perturbation="paired"`` consecutive members form +/-
+    pairs of one perturbation.
+
+    Parameters
+    ----------
+    n_checkpoints : int
+        Number of checkpoints (at least 1).
+    members_per_checkpoint : int
+        Members per checkpoint; even for +/- pairs.
+    control : bool
+        Whether member 0 is the unperturbed control.
+    perturbation : str
+        One of ``PERTURBATIONS`` (``"paired"``: +/- pairs; ``"none"``: no initial perturbation).
+
+    Examples
+    --------
+    >>> plan = MemberPlan(2, 4)
+    >>> plan.size, plan.member(1).checkpoint, plan.member(5).checkpoint
+    (9, 0, 1)
+    """
+
     n_checkpoints: int
     members_per_checkpoint: int
     control: bool = True
@@ -49,13 +75,16 @@ class MemberPlan:
 
     @property
     def offset(self) -> int:
+        """1 when member 0 is the control, else 0."""
         return 1 if self.control else 0
 
     @property
     def size(self) -> int:
+        """Number of members."""
         return self.offset + self.n_checkpoints * self.members_per_checkpoint
 
     def member(self, index: int) -> Member:
+        """Member ``index``'s checkpoint, pair and sign."""
         if not 0 <= index < self.size:
             raise ValueError(f"member {index} is outside the plan's {self.size} members")
         if self.control and index == 0:
@@ -68,6 +97,7 @@ class MemberPlan:
         return Member(index, checkpoint, -1, 0)
 
     def members(self, start: int = 0, stop: int | None = None) -> list[Member]:
+        """Members ``start:stop``."""
         stop = self.size if stop is None else stop
         return [self.member(i) for i in range(start, stop)]
 
@@ -103,6 +133,7 @@ class MemberPlan:
         return [list(range(g * size, min((g + 1) * size, total))) for g in groups]
 
     def n_perturbations(self) -> int:
+        """Number of distinct perturbations (pairs share one)."""
         if self.perturbation == "paired":
             return self.n_checkpoints * self.members_per_checkpoint // 2
         if self.perturbation == "single":
@@ -111,6 +142,7 @@ class MemberPlan:
 
 
 def check_member_range(start: int, stop: int, size: int, what: str = "member") -> None:
+    """Raise ``ValueError`` unless ``start:stop`` is a non-empty range within ``size``."""
     if start < 0 or stop <= start or stop > size:
         raise ValueError(f"{what} range {start}:{stop} is empty, negative or beyond the {size} {what}s")
 

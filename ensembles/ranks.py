@@ -1,36 +1,11 @@
-"""Ranks from the launcher's environment, and how members are split between them.
+"""How members are split between ranks, and which device a rank uses.
 
-``torchrun`` sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``; Slurm's ``srun`` sets ``SLURM_PROCID``/
-``SLURM_NTASKS``/``SLURM_LOCALID``. Inference needs no communication: each rank takes a contiguous
-run of the member plan's windows and writes only those shards.
+Inference needs no communication: each rank takes a contiguous run of the member plan's windows and
+writes only those shards. The rank itself is read from the launcher's environment in ``workflows/``
+(``workflows.launcher``) and handed to the engine as plain integers.
 """
 
 from __future__ import annotations
-
-import os
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class RankInfo:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-
-def rank_from_environment(environ=None) -> RankInfo:
-    """This process's rank: torchrun's variables first, then Slurm's, else a single rank."""
-    env = os.environ if environ is None else environ
-    for rank_key, world_key, local_key in (("RANK", "WORLD_SIZE", "LOCAL_RANK"), ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID")):
-        if rank_key in env and world_key in env:
-            try:
-                info = RankInfo(int(env[rank_key]), int(env[world_key]), int(env.get(local_key, 0)))
-            except ValueError:
-                raise ValueError(f"{rank_key}={env[rank_key]!r} / {world_key}={env[world_key]!r} are not integers") from None
-            if not 0 <= info.rank < info.world:
-                raise ValueError(f"rank {info.rank} is outside a world of {info.world}")
-            return info
-    return RankInfo()
 
 
 def split_windows(windows: list, world: int) -> list[list]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import torch
+
+from forecast.hashing import derived_seed
 
 
 def member_seed(base_seed: int, init_time, member: int, purpose: str = "member") -> int:
@@ -22,8 +22,7 @@ def member_seed(base_seed: int, init_time, member: int, purpose: str = "member")
     if member < 0:
         raise ValueError(f"member index must be non-negative, got {member}")
     stamp = np.datetime_as_string(np.datetime64(init_time, "s"))
-    key = f"{int(base_seed)}|{stamp}|{int(member)}|{purpose}".encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1
+    return derived_seed(int(base_seed), stamp, int(member), purpose)
 
 
 def member_generator(base_seed: int, init_time, member: int, purpose: str = "member") -> torch.Generator:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from forecast.data import Source
+from forecast.files import write_atomic
 from forecast.rollout import rollout
 
 SKILL_FILE = "skill.json"
@@ -52,15 +53,15 @@ def _device_of(model) -> torch.device:
 
 
 def save_skill(checkpoint_dir: str | os.PathLike, rmse: dict, lead_hours: int, n_init: int, source: str) -> Path:
+    """Write a checkpoint's RMSE per channel at ``lead_hours`` to its ``skill.json`` (atomically); returns the path."""
     path = Path(checkpoint_dir) / SKILL_FILE
     record = {"lead_hours": lead_hours, "rmse": rmse, "n_init_times": n_init, "analyses": source}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(record, indent=2, sort_keys=True))
     return path
 
 
 def load_skill(checkpoint_dir: str | os.PathLike, lead_hours: int) -> dict:
+    """The RMSE per channel from a checkpoint's ``skill.json``, refused if computed at another lead."""
     path = Path(checkpoint_dir) / SKILL_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run 'forecast skill' for this checkpoint first")

@@ -144,6 +144,7 @@ class EnsembleAccumulator:
 
     # -- persistence ------------------------------------------------------------------------------
     def to_arrays(self) -> dict[str, np.ndarray]:
+        """The accumulator's state as named arrays (stored per rank in the store)."""
         arrays = {"counts": self._counts, "mean": self.mean, "m2": self.m2, "min": self.min, "max": self.max,
                   "top": self.top, "bottom": self.bottom}
         arrays.update({f"exceed_{name}": v for name, v in self.exceed.items()})
@@ -151,6 +152,7 @@ class EnsembleAccumulator:
 
     @classmethod
     def from_arrays(cls, spec: StatisticsSpec, arrays: dict) -> "EnsembleAccumulator":
+        """An accumulator rebuilt from :meth:`to_arrays`."""
         n_leads = arrays["mean"].shape[0]
         acc = cls(spec, n_leads, arrays["mean"].shape[-2:])
         acc._counts = np.asarray(arrays["counts"], dtype=np.int64)

@@ -41,6 +41,7 @@ class Grid:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """``(nlat, nlon)``."""
         return (self.nlat, self.nlon)
 
     @property
@@ -76,10 +77,12 @@ class Grid:
         return np.repeat(self.latitude_weights()[:, None] / self.nlon, self.nlon, axis=1)
 
     def to_dict(self) -> dict:
+        """The grid as plain JSON values (``nlat``, ``nlon``, ``kind``), as cards and store schemas keep it."""
         return {"nlat": self.nlat, "nlon": self.nlon, "kind": self.kind}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Grid":
+        """The grid :meth:`to_dict` wrote."""
         return cls(int(d["nlat"]), int(d["nlon"]), str(d.get("kind", "equiangular")))
 
     @classmethod

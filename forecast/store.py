@@ -45,15 +45,15 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
-import uuid
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from forecast.files import atomic_write
 from forecast.grid import Grid
+from forecast.hashing import content_hash, digest_to_int
 
 STATISTICS = ("mean", "std", "min", "max")
 STORE_VERSION = 2  # 1: releases up to 2026-11-28 (no checksums, statistics parts per rank); 2: this layout
@@ -140,7 +140,7 @@ class StoreSchema:
 
 def _checksum(values: np.ndarray) -> int:
     data = np.ascontiguousarray(values, dtype=np.float32).tobytes()
-    return int.from_bytes(hashlib.sha256(data).digest()[:8], "little") >> 1
+    return content_hash(data)
 
 
 class EnsembleStore:
@@ -185,16 +185,9 @@ class EnsembleStore:
         path = Path(path)
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.creating-{uuid.uuid4().hex[:12]}")
-            try:
+            with atomic_write(path, replace=False) as tmp:  # a loser of the race keeps the winner's store
                 tmp.mkdir()  # who may read it is the process umask's business (the `umask` setting)
                 _write_template(tmp, schema, seeds or {}, title)
-                os.rename(tmp, path)
-            except OSError:
-                if not path.exists():
-                    raise
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
         if not (path / "zarr.json").is_file():
             raise StoreError(f"{path} exists and is not an ensemble store")
         store = cls(path)
@@ -522,7 +515,7 @@ class Checksums:
                 h.update(values[m, k].tobytes())
 
     def result(self) -> np.ndarray:
-        return np.array([[int.from_bytes(h.digest()[:8], "little") >> 1 for h in row] for row in self.hashes], dtype=np.int64)
+        return np.array([[digest_to_int(h.digest()) for h in row] for row in self.hashes], dtype=np.int64)
 
 
 def check_version(path: Path, attrs: dict) -> None:

@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import json
-import os
-import uuid
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from forecast.files import write_atomic
 from forecast.store import (STORE_VERSION, StoreError, StoreSchema, _create_manifest, _create_statistics_parts,
                             check_version, consolidate)
 
@@ -90,7 +89,5 @@ def _add_checksums(meta: Path) -> bool:
 
     visit(document.get("codecs", []))
     if changed:
-        tmp = meta.with_name(f".zarr.json.{uuid.uuid4().hex[:8]}")
-        tmp.write_text(json.dumps(document, indent=2))
-        os.replace(tmp, meta)
+        write_atomic(meta, json.dumps(document, indent=2), mode=0o666)
     return changed

@@ -21,12 +21,16 @@ class ForecastModel(Protocol):
     """
 
     card: ModelCard
+    needs_time: bool
 
-    def step(self, x: torch.Tensor, generator: torch.Generator | None = None, time=None) -> torch.Tensor: ...
+    def step(self, x: torch.Tensor, generator: torch.Generator | None = None, time=None) -> torch.Tensor:
+        """One step from ``x`` (normalised) to the state ``card.dt_hours`` later."""
 
-    def normalise(self, x: torch.Tensor) -> torch.Tensor: ...
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """Physical units to the model's normalised units."""
 
-    def denormalise(self, x: torch.Tensor) -> torch.Tensor: ...
+    def denormalise(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised units back to physical units."""
 
 
 class Normalised(nn.Module):
@@ -39,9 +43,11 @@ class Normalised(nn.Module):
         self.register_buffer("std", torch.tensor(card.std, dtype=torch.float32).reshape(1, -1, 1, 1), persistent=False)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """``(x - mean) / std`` per channel."""
         return (x - self.mean) / self.std
 
     def denormalise(self, x: torch.Tensor) -> torch.Tensor:
+        """``x * std + mean`` per channel."""
         return x * self.std + self.mean
 
 
@@ -58,9 +64,11 @@ class DeterministicModel(Normalised):
         return bool(getattr(self.network, "needs_time", False))
 
     def step(self, x: torch.Tensor, generator: torch.Generator | None = None, time=None) -> torch.Tensor:
+        """One step of the network; ``generator`` is ignored, ``time`` passed on when the network needs it."""
         if self.needs_time:
             return self.network(x, time)
         return self.network(x)
 
     def forward(self, x: torch.Tensor, time=None) -> torch.Tensor:
+        """``step`` without a generator (for ``nn.Module`` callers)."""
         return self.step(x, None, time)

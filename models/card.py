@@ -51,9 +51,11 @@ class ModelCard:
 
     @property
     def model_grid(self) -> Grid:
+        """The model's grid as a :class:`forecast.grid.Grid`."""
         return Grid.from_dict(self.grid)
 
     def to_json(self) -> str:
+        """The card as sorted, indented JSON (``card.json``)."""
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     @classmethod

@@ -13,7 +13,6 @@ called; anything else is refused with the class named.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import re
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from forecast.files import atomic_write, file_sha256, write_atomic
 from models.card import ModelCard
 
 CARD = "card.json"
@@ -216,23 +216,6 @@ def build_model(card: ModelCard) -> nn.Module:
     raise CheckpointError(f"no builder for model family {card.family!r}")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save_weights(state: dict, card: ModelCard, directory: str | os.PathLike) -> ModelCard:
     """Write ``state`` (tensors by name) and ``card`` to ``directory``; returns the card with the weights' SHA-256.
 
@@ -245,14 +228,11 @@ def save_weights(state: dict, card: ModelCard, directory: str | os.PathLike) -> 
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True, mode=0o750)
-    tmp = directory / (WEIGHTS + ".tmp")
-    save_file(state, str(tmp))
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    digest = _sha256(tmp)
-    os.replace(tmp, directory / WEIGHTS)
+    with atomic_write(directory / WEIGHTS) as tmp:
+        save_file(state, str(tmp))
+        digest = file_sha256(tmp)
     card = replace(card, weights_sha256=digest)
-    _write_atomic(directory / CARD, card.to_json().encode())
+    write_atomic(directory / CARD, card.to_json())
     return card
 
 
@@ -284,7 +264,7 @@ def load_checkpoint(directory: str | os.PathLike, device: str | torch.device = "
     weights = directory / WEIGHTS
     if not weights.is_file():
         raise CheckpointError(f"checkpoint {directory}: no {WEIGHTS}")
-    if card.weights_sha256 and _sha256(weights) != card.weights_sha256:
+    if card.weights_sha256 and file_sha256(weights) != card.weights_sha256:
         raise CheckpointError(f"checkpoint {directory}: {WEIGHTS} does not match the checksum in its card (truncated or altered)")
     try:
         state = load_file(weights)

@@ -3,9 +3,9 @@
 makani's preprocessor and model wrapper append, after the normalised state channels and in this order:
 
 1. ``cos_zenith``: the cosine of the solar zenith angle at the *valid time of the input state*
-   (``forecast.solar``), unnormalised. The model needs that time at every step. ``"cos_zenith": true``
-   computes it in float64 (``forecast.solar.cos_zenith``); ``"cos_zenith": "makani-float32"`` reproduces
-   makani's float32 arithmetic bit for bit (``forecast.solar.cos_zenith_float32``), the values makani's
+   (``models.solar``), unnormalised. The model needs that time at every step. ``"cos_zenith": true``
+   computes it in float64 (``models.solar.cos_zenith``); ``"cos_zenith": "makani-float32"`` reproduces
+   makani's float32 arithmetic bit for bit (``models.solar.cos_zenith_float32``), the values makani's
    checkpoints were trained on (the default for imported makani packages, ``docs/makani.md``).
 2. grid features (``add_grid``): the two coordinates ``(y, x)`` of each point, either in [0, 1)
    (``coordinates="unit"``: ``linspace(0, 1, n + 1)[:-1]``, makani's default) or as latitude and longitude
@@ -152,7 +152,7 @@ class ExtraInputs(nn.Module):
             self.register_buffer("static", torch.zeros(1, len(spec.static), grid.nlat, grid.nlon))
 
     def cos_zenith(self, time, batch: int, device, dtype) -> torch.Tensor:
-        from forecast.solar import cos_zenith, cos_zenith_float32
+        from models.solar import cos_zenith, cos_zenith_float32
 
         times = as_datetime64(time, batch)
         unique, inverse = np.unique(times, return_inverse=True)

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from forecast.files import atomic_write, file_sha256, write_atomic
 from models.checkpoint import CARD, CheckpointError, InertRecord, load_restricted
 from models.makani_settings import (PARAMS_CLASSES, PICKLE_ALLOWLIST, _fail, _get, _none_like, check_supported,
                                     pickled_settings, reconcile)
@@ -137,7 +138,7 @@ def read_checkpoint(root: Path) -> tuple[dict, dict | None, dict]:
 # -- configuration ----------------------------------------------------------------------------------
 def channels_and_indices(root: Path, config: dict) -> tuple[list[str], list[int]]:
     """Our channel names, in the model's order, and their indices into the statistics files."""
-    from forecast.lexicon import canonical_channel, is_known_channel
+    from forecast.data.lexicon import canonical_channel, is_known_channel
 
     names = config.get("channel_names")
     if not isinstance(names, list) or not names:
@@ -392,7 +393,7 @@ def import_package(package, out, name: str | None = None, dt_hours: int | None =
         std=tuple(std), architecture=sfno.to_dict(), name=name or root.resolve().name,
         training={"imported_from": "makani model package", "package": str(root.resolve()),
                   "config_sha256": hashlib.sha256((root / "config.json").read_bytes()).hexdigest(),
-                  "checkpoint_sha256": _file_sha256(root / CHECKPOINT), "checkpoint": layout,
+                  "checkpoint_sha256": file_sha256(root / CHECKPOINT), "checkpoint": layout,
                   "cos_zenith_arithmetic": cos_zenith if "cos_zenith" in extra else None},
     )
     expected = state_shapes(sfno)  # names and shapes only: HENS-size weights are not allocated twice
@@ -452,14 +453,10 @@ def import_directory(directory, out, prefix: str = "sfno", cos_zenith: str = "ma
     """Import every package in ``directory`` (:func:`package_order`) as ``out/<prefix>-0``, ``<prefix>-1``, ...
 
     The mapping (checkpoint folder -> package, checksums) is written to ``out/makani-import.json``. All
-    packages are imported into ``out.partial`` first and renamed to ``out`` at the end: ``out`` appears
+    packages are imported into a temporary folder beside ``out`` and renamed to ``out`` at the end (``forecast.files.atomic_write``): ``out`` appears
     complete or not at all (a refused package names itself and leaves nothing behind). Returns
     ``(checkpoint folder, card)`` pairs in import order.
     """
-    import shutil
-
-    from models.checkpoint import _write_atomic
-
     directory, out = Path(directory), Path(out)
     packages = package_order(directory)
     if not packages:
@@ -471,10 +468,10 @@ def import_directory(directory, out, prefix: str = "sfno", cos_zenith: str = "ma
         for filename in (CHECKPOINT, MEANS, STDS):
             if not (root / filename).is_file():
                 _fail(root, f"no {filename}")
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
     cards, mapping = [], {}
-    try:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out) as partial:  # an empty ``out`` is replaced; a refusal leaves nothing behind
+        partial.mkdir()
         for k, root in enumerate(packages):
             target = f"{prefix}-{k}"
             card = import_package(root, partial / target, cos_zenith=cos_zenith)
@@ -485,13 +482,7 @@ def import_directory(directory, out, prefix: str = "sfno", cos_zenith: str = "ma
                                "weights_sha256": card.weights_sha256}
         record = {"order": "package folder names sorted, digit runs compared as numbers", "source": str(directory.resolve()),
                   "checkpoints": mapping}
-        _write_atomic(partial / IMPORT_MAP, (json.dumps(record, indent=2) + "\n").encode())
-        if out.exists():
-            out.rmdir()
-        partial.rename(out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+        write_atomic(partial / IMPORT_MAP, json.dumps(record, indent=2) + "\n")
     log.info("imported %d packages from %s -> %s (%s)", len(cards), directory, out, IMPORT_MAP)
     return cards
 
@@ -506,13 +497,5 @@ def import_path(package, out, name: str | None = None, dt_hours: int | None = No
             raise CheckpointError(f"{root} is a directory of packages: --name and --dt-hours apply to one package only")
         return import_directory(root, out, cos_zenith=cos_zenith)
     return [(Path(out), import_package(root, out, name=name, dt_hours=dt_hours, cos_zenith=cos_zenith))]
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 

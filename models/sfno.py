@@ -36,6 +36,44 @@ from torch import nn
 
 @dataclass(frozen=True)
 class SFNOConfig:
+    """Hyper-parameters of the SFNO (makani's layout); stored in a checkpoint card's ``architecture``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        State channels in and out (extra inputs come on top of ``in_channels``).
+    nlat, nlon : int
+        The model grid.
+    grid, internal_grid : str
+        torch-harmonics grid names outside (``equiangular``) and inside (``legendre-gauss``) the network.
+    scale_factor : int
+        Down-sampling of the internal grid.
+    embed_dim, num_layers : int
+        Width and depth (HENS: 620 and 8).
+    mlp_ratio : float
+        Hidden width of each block's MLP relative to ``embed_dim``.
+    encoder_layers : int
+        Layers of the pointwise encoder and decoder.
+    normalization : str
+        ``instance_norm`` or ``none``.
+    hard_thresholding_fraction : float
+        Fraction of the spectral modes kept.
+    big_skip : bool
+        Add the input to the decoder's output (makani's big skip).
+    residual_prediction : bool
+        Predict the increment of the first ``out_channels`` inputs.
+    activation : str
+        Activation name.
+    max_modes : int
+        Cap on the spectral modes (0: automatic).
+    mlp_output_bias : bool
+        Bias on each MLP's output layer (makani v0.1.0 has one).
+    skip_resampling : str
+        ``shape`` or ``shape_or_grid``: when the skip connections resample.
+    extra_inputs : dict
+        Time- and grid-dependent inputs (``models.extra_inputs.ExtraInputSpec``), e.g. ``cos_zenith``.
+    """
+
     in_channels: int
     out_channels: int
     nlat: int
@@ -76,6 +114,7 @@ class SFNOConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SFNOConfig":
+        """A config from a card's ``architecture``; unknown keys are refused with the known ones."""
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -83,15 +122,18 @@ class SFNOConfig:
         return cls(**d)
 
     def to_dict(self) -> dict:
+        """The config as plain JSON values."""
         return asdict(self)
 
     @property
     def internal_shape(self) -> tuple[int, int]:
+        """``(nlat, nlon)`` of the internal (down-sampled) grid."""
         nlat = max(2, self.nlat // self.scale_factor)
         return nlat, max(4, self.nlon // self.scale_factor)
 
     @property
     def extra_input_count(self) -> int:
+        """Channels the extra inputs add to ``in_channels``."""
         from models.extra_inputs import ExtraInputSpec
 
         return ExtraInputSpec.from_dict(self.extra_inputs).count
@@ -199,11 +241,14 @@ def state_shapes(config: SFNOConfig) -> dict[str, tuple[int, ...]]:
 
 
 class MLP(nn.Module):
+    """Pointwise two-layer MLP of an SFNO block (1x1 convolutions)."""
+
     def __init__(self, dim: int, hidden: int, act, gain: float, output_bias: bool = False):
         super().__init__()
         self.fwd = nn.Sequential(_pointwise(dim, hidden, True, 2.0), act(), _pointwise(hidden, dim, output_bias, gain))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the MLP pointwise."""
         return self.fwd(x)
 
 
@@ -222,6 +267,8 @@ class SpectralFilter(nn.Module):
             self.resample = self.resample or forward_transform.grid != inverse_transform.grid
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Transform, multiply each mode by the learned filter, transform back; returns the result and the
+        residual (the input on the output grid)."""
         dtype = x.dtype
         with torch.autocast(device_type=x.device.type, enabled=False):
             coeffs = self.forward_transform(x.float())
@@ -233,6 +280,8 @@ class SpectralFilter(nn.Module):
 
 
 class SFNOBlock(nn.Module):
+    """One SFNO block: spectral filter, normalisation, MLP and skip connections (makani's layout)."""
+
     def __init__(self, forward_transform, inverse_transform, config: SFNOConfig):
         super().__init__()
         dim, act = config.embed_dim, _ACTIVATIONS[config.activation]
@@ -246,6 +295,7 @@ class SFNOBlock(nn.Module):
         self.outer_skip = _pointwise(dim, dim, False, 0.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the block."""
         y, residual = self.filter(x)
         y = self.act(self.norm0(y))
         y = self.norm1(self.mlp(y))

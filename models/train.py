@@ -16,11 +16,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.crps import fair_crps
+
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class TrainSettings:
+    """Optimiser and loop settings of one training run (AdamW, warm-up then cosine schedule)."""
+
     steps: int = 600
     batch_size: int = 8
     learning_rate: float = 2e-3
@@ -43,6 +47,7 @@ def seeded_init(build, seed: int):
 
 
 def rank_and_world() -> tuple[int, int]:
+    """``(rank, world size)`` of the initialised ``torch.distributed`` group, else ``(0, 1)``."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
@@ -57,6 +62,7 @@ def sample_windows(data: np.ndarray, length: int, batch: int, generator: torch.G
 
 
 def weighted_mse(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Area-weighted mean squared error, averaged over batch and channels."""
     return (((prediction - target) ** 2) * weights).sum(dim=(-2, -1)).mean()
 
 
@@ -126,6 +132,7 @@ def _row_seed(seed: int, step: int, row: int) -> int:
 
 
 def rollout_mse(model, window: torch.Tensor, generators, weights: torch.Tensor, step: int = 0) -> torch.Tensor:
+    """Area-weighted MSE of an autoregressive rollout over the window (the SFNO's loss)."""
     x = window[:, 0]
     total = 0.0
     for k in range(1, window.shape[1]):
@@ -177,8 +184,15 @@ class VAELoss:
 
 
 def weighted_fair_crps(members: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Area-weighted mean of the fair CRPS; ``members`` ``(batch, n, channel, lat, lon)``, n >= 2."""
-    n = members.shape[1]
-    skill = (members - target.unsqueeze(1)).abs().mean(dim=1)
-    spread = (members.unsqueeze(1) - members.unsqueeze(2)).abs().sum(dim=(1, 2)) / (2 * n * (n - 1))
-    return ((skill - spread) * weights).sum(dim=(-2, -1)).mean()
+    """Area-weighted mean of the fair CRPS (:func:`models.crps.fair_crps`).
+
+    Parameters
+    ----------
+    members : torch.Tensor
+        ``(batch, n, channel, lat, lon)``, n >= 2.
+    target : torch.Tensor
+        ``(batch, channel, lat, lon)``.
+    weights : torch.Tensor
+        ``(lat, lon)`` area weights.
+    """
+    return (fair_crps(members, target, member_dim=1) * weights).sum(dim=(-2, -1)).mean()

@@ -42,6 +42,32 @@ LOGVAR_RANGE = (-12.0, 4.0)
 
 @dataclass(frozen=True)
 class VAEConfig:
+    """Hyper-parameters of the VAE; stored in a checkpoint card's ``architecture``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        State channels (equal: the VAE predicts increments).
+    nlat, nlon : int
+        The model grid.
+    grid, internal_grid : str
+        torch-harmonics grid names outside and inside the network.
+    scale_factor : int
+        Down-sampling of the latent (internal) grid.
+    embed_dim : int
+        Width of the features.
+    encoder_blocks, decoder_blocks : int
+        SFNO blocks in the encoder and the decoder.
+    latent_channels : int
+        Latent variables per latent grid point.
+    latent_correlation : float
+        AR(1) correlation rho of each member's standardised noise from step to step, in [0, 1).
+    mlp_ratio : float
+        Hidden width of each block's MLP relative to ``embed_dim``.
+    normalization, activation : str
+        As in ``models.sfno.SFNOConfig``.
+    """
+
     in_channels: int
     out_channels: int
     nlat: int
@@ -68,6 +94,7 @@ class VAEConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "VAEConfig":
+        """A config from a card's ``architecture``; unknown keys are refused with the known ones."""
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -75,6 +102,7 @@ class VAEConfig:
         return cls(**d)
 
     def to_dict(self) -> dict:
+        """The config as plain JSON values."""
         return asdict(self)
 
     def block_config(self) -> SFNOConfig:
@@ -95,6 +123,23 @@ def _draw(shape: tuple, generator, device, dtype) -> torch.Tensor:
 
 
 class VAE(nn.Module):
+    """FuXi-ENS-style one-step VAE on the sphere: encoder, state-dependent prior, posterior, decoder.
+
+    The encoder maps ``x_t`` to latent features on a Gauss grid (SFNO blocks); the prior gives a Gaussian
+    ``p(z | x_t)`` per latent point, the posterior ``q(z | x_t, x_t+1)`` (training only) sees the target;
+    a sample ``z`` perturbs the features and the decoder maps them to the increment.
+
+    Parameters
+    ----------
+    config : VAEConfig
+        Hyper-parameters.
+
+    Examples
+    --------
+    ``VAE(config).step(x, generator)`` is one forecast step drawing ``z`` from ``generator`` (the prior
+    mean with ``None``); ``VAE(config)(x, target=y, generator=g)`` returns the step and the KL term.
+    """
+
     def __init__(self, config: VAEConfig):
         super().__init__()
         from torch_harmonics import InverseRealSHT, RealSHT
@@ -134,6 +179,7 @@ class VAE(nn.Module):
         return mean, logvar.clamp(*LOGVAR_RANGE)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Latent features of ``x`` on the internal grid."""
         h = self.lift(x)
         for block in self.encoder:
             h = block(h)
@@ -151,12 +197,14 @@ class VAE(nn.Module):
         return self._gaussian(self.posterior, g)
 
     def decode(self, h: torch.Tensor, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The next state from features ``h``, latent sample ``z`` and the input ``x`` (an increment added to ``x``)."""
         y = h + self.inject(z)
         for block in self.decoder:
             y = block(y)
         return x + self.project(y)
 
     def step(self, x: torch.Tensor, generator: torch.Generator | Sequence[torch.Generator] | None = None) -> torch.Tensor:
+        """One forecast step with ``z`` drawn from the prior (one generator per row, or its mean with ``None``)."""
         h = self.encode(x)
         mean, logvar = self.prior_distribution(h)
         if generator is None:
@@ -204,15 +252,19 @@ class VAEForecastModel(Normalised):
         super().__init__(card)
         self.network = network
 
+    needs_time = False  # no time-dependent inputs
+
     def step(self, x: torch.Tensor, generator=None, time=None) -> torch.Tensor:
         """``time`` is accepted for the common interface and not used (no time-dependent inputs)."""
         return self.network.step(x, generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``step`` with the prior mean (no noise)."""
         return self.network.step(x, None)
 
 
 def build_vae(card: ModelCard) -> VAEForecastModel:
+    """A freshly initialised VAE forecast model for ``card``."""
     return VAEForecastModel(card, VAE(VAEConfig.from_dict(card.architecture)))
 
 

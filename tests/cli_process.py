@@ -4,7 +4,7 @@ Starting ``python -m workflows.cli`` costs 10-20 s here, almost all of it import
 torch-harmonics. The fault and bad-input tests need dozens of processes, so they use a multiprocessing
 ``forkserver`` that has imported everything once; each command is a fresh child forked from it: its own
 pid (a SIGKILL kills only it), its own stdout/stderr files, its own exit code, and ``workflows.cli.main``
-as its entry point, as in the installed ``forecast`` script. ``tests/test_cli.py`` covers the cold
+as its entry point, as in the installed ``forecast`` script. ``tests/workflows/test_cli.py`` covers the cold
 start of a real ``forecast`` process.
 """
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PRELOAD = ["cli_process", "torch", "torch_harmonics", "xarray", "zarr", "workflows.cli", "workflows.recipes",
-           "workflows.nightly", "ensembles.engine", "models.sfno", "forecast.scores"]
+           "workflows.nightly", "ensembles.engine", "models.sfno", "forecast.verify.scores"]
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # single-threaded torch in the server and every command
 

@@ -33,6 +33,6 @@ def tiny_world(tiny_config):
 @pytest.fixture(scope="session")
 def forecast_processes(tmp_path_factory):
     """Run ``forecast`` commands as separate processes forked from a warm server (``tests/cli_process.py``)."""
-    from cli_process import ForecastProcesses
+    from tests.cli_process import ForecastProcesses
 
     return ForecastProcesses(tmp_path_factory.mktemp("processes"))

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from forecast.files import leftovers
 from forecast.store import EnsembleStore, StoreError
 from forecast.store_migration import migrate_store
 
@@ -69,7 +70,7 @@ def check_store(path, repair: bool = False) -> CheckResult:
     result.problems = [p.message for p in problems]
     result.damaged = any(p.damaged or p.finalise or p.init_index is None for p in problems)
     result.leftovers = sorted(str(p.relative_to(path)) for p in path.rglob("*.partial"))
-    result.leftovers += sorted(str(p) for p in path.parent.glob(f".{path.name}.creating-*"))
+    result.leftovers += [str(p) for p in leftovers(path)]
     if result.leftovers:
         log.info("check: %d temporary file(s) of interrupted writes (harmless; rewritten or ignored by a rerun), "
                  "first: %s", len(result.leftovers), result.leftovers[0])

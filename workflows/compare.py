@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from forecast.plots import save_figure
+from forecast.verify.plots import figure_grid, save_figure
 
 METRICS = {"crps": "fair CRPS", "spread_skill_ratio": "spread-skill", "ensemble_mean_rmse": "ens-mean RMSE"}
 
@@ -28,13 +28,8 @@ def _hours(scores) -> np.ndarray:
 
 
 def plot_comparison(all_scores: dict, variable: str, path: Path, title: str, reference: float | None = None) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     channels = list(next(iter(all_scores.values()))["channel"].values)
-    fig, axes = plt.subplots(1, len(channels), figsize=(4 * len(channels), 3.2), squeeze=False)
+    plt, fig, axes = figure_grid(1, len(channels), 4, 3.2)
     for ax, channel in zip(axes[0], channels):
         for name, scores in all_scores.items():
             ax.plot(_hours(scores), scores[variable].sel(channel=channel).values, marker="o", ms=3, label=name)
@@ -48,13 +43,8 @@ def plot_comparison(all_scores: dict, variable: str, path: Path, title: str, ref
 
 
 def plot_rank_comparison(all_scores: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     channels = list(next(iter(all_scores.values()))["channel"].values)
-    fig, axes = plt.subplots(1, len(channels), figsize=(4 * len(channels), 3.2), squeeze=False)
+    plt, fig, axes = figure_grid(1, len(channels), 4, 3.2)
     for ax, channel in zip(axes[0], channels):
         for name, scores in all_scores.items():
             counts = scores["rank_histogram"].sel(channel=channel).isel(lead_time=-1).values.astype(float)

@@ -60,7 +60,7 @@ class PlanetSection:
     spinup_days: float = 60.0
     seed: int = 0
     analysis_seed: int = 1
-    settings: dict = field(default_factory=dict)  # forecast.planet.PlanetConfig fields
+    settings: dict = field(default_factory=dict)  # forecast.data.planet.PlanetConfig fields
 
 
 @dataclass(frozen=True)

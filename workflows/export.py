@@ -7,9 +7,9 @@ attributes; ``xr.open_dataset`` reads it back equal), with CF coordinate metadat
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from forecast.files import atomic_write
 from workflows.config import ConfigError
 
 
@@ -68,10 +68,6 @@ def export_netcdf(store, out, members: str | None = None, channels=None, statist
     encoding.update(time_encoding(ds))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial")
-    try:
+    with atomic_write(out) as tmp:
         ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out

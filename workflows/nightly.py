@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from forecast.files import write_atomic
 from workflows.config import Config, ConfigError, TimeRange
 from workflows.lock import exclusive_lock
 
@@ -346,15 +347,10 @@ def _now() -> str:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    """Write ``data`` to ``path`` atomically (a temporary file renamed into place); who may read it is the
-    umask's business (the `umask` setting)."""
+    """Write ``data`` to ``path`` atomically (``forecast.files.write_atomic``); who may read it is the umask's
+    business (the `umask` setting)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n", mode=0o666)
 
 
 def _write_status(root: Path, status: dict) -> None:

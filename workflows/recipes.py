@@ -7,23 +7,23 @@ ensemble store's finished blocks) and redoes what is missing.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from forecast.files import atomic_write
+from forecast.machine import available_cores
 from workflows.config import Config, ConfigError
-from workflows.training import available_cores, checkpoint_dirs, model_sets, train_checkpoints  # noqa: F401
+from workflows.training import checkpoint_dirs, model_sets, train_checkpoints  # noqa: F401
 
 log = logging.getLogger(__name__)
 
 
 # -- planet ---------------------------------------------------------------------------------------
 def planet_config(config: Config):
-    from forecast.planet import PlanetConfig
+    from forecast.data.planet import PlanetConfig
 
     known = set(PlanetConfig.__dataclass_fields__)
     unknown = sorted(set(config.planet.settings) - known)
@@ -38,7 +38,7 @@ def planet_config(config: Config):
 
 def make_planet(config: Config) -> tuple[Path, Path]:
     """Write the nature run and the analyses (skipped when both already exist)."""
-    from forecast.planet import analyses, nature_run
+    from forecast.data.planet import analyses, nature_run
 
     nature_path, analysis_path = config.paths.resolve("nature"), config.paths.resolve("analysis")
     if (nature_path / "zarr.json").is_file() and (analysis_path / "zarr.json").is_file():
@@ -58,20 +58,17 @@ def make_planet(config: Config) -> tuple[Path, Path]:
 
 
 def _write_dataset(ds, path: Path) -> None:
-    """Write a whole dataset to Zarr atomically (a temporary path renamed into place), every chunk with a
-    zstd content checksum, so a damaged chunk is an error when read instead of plausible numbers."""
+    """Write a whole dataset to Zarr atomically (``forecast.files.atomic_write``), every chunk with a zstd
+    content checksum, so a damaged chunk is an error when read instead of plausible numbers."""
     import zarr
 
     from forecast.store import consolidate
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
     encoding = {name: {"compressors": [zarr.codecs.ZstdCodec(level=3, checksum=True)]} for name in ds.variables}
-    ds.to_zarr(str(tmp), mode="w", consolidated=False, zarr_format=3, encoding=encoding)
-    consolidate(tmp)  # plain xr.open_zarr opens it without a warning
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        ds.to_zarr(str(tmp), mode="w", consolidated=False, zarr_format=3, encoding=encoding)
+        consolidate(tmp)  # plain xr.open_zarr opens it without a warning
 
 
 # -- skill ----------------------------------------------------------------------------------------
@@ -253,7 +250,7 @@ def run_ensemble(config: Config, members: str | None = None, init_times: str | N
     from workflows.progress import Progress
 
     from ensembles.plan import parse_member_range
-    from ensembles.ranks import rank_from_environment
+    from workflows.launcher import rank_from_environment
 
     ranks = rank_from_environment()
     engine = build_engine(config, ranks.local_rank, experiment, rank=ranks.rank)
@@ -303,8 +300,8 @@ def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: st
     """
     from forecast import verify
     from forecast.data import DataError
-    from forecast.scores import open_ensemble, open_truth, score_ensemble
     from forecast.store import undecodable_named
+    from forecast.verify.scores import open_ensemble, open_truth, score_ensemble
     from workflows.cluster import LOCAL_WORKER_MEMORY, dask_client
     from workflows.report import write_report
 
@@ -333,9 +330,8 @@ def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: st
 
     scores = with_cf_attributes(plain_strings(scores))
     scores.attrs["maps_init_time"] = np.datetime_as_string(forecast["init_time"].values[0], "h")  # the maps' date
-    tmp = out_dir / "scores.nc.partial"
-    scores.to_netcdf(tmp, encoding=time_encoding(scores))
-    os.replace(tmp, out_dir / "scores.nc")
+    with atomic_write(out_dir / "scores.nc") as tmp:
+        scores.to_netcdf(tmp, encoding=time_encoding(scores))
     return write_report(scores, out_dir, store_path)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from forecast.plots import plot_maps, plot_rank_histograms, plot_reliability, plot_vs_lead
+from forecast.verify.plots import plot_maps, plot_rank_histograms, plot_reliability, plot_vs_lead
 
 
 def _fmt(value: float) -> str:

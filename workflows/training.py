@@ -4,7 +4,6 @@ on one machine, or as one DDP job under ``torchrun``/``srun`` (every rank trains
 from __future__ import annotations
 
 import logging
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from forecast.machine import available_cores
 from workflows.config import Config, ConfigError, TrainSection
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def checkpoint_dirs(config: Config, names=None) -> list[Path]:
 
 
 def _distributed() -> bool:
-    from ensembles.ranks import rank_from_environment
+    from workflows.launcher import rank_from_environment
 
     return rank_from_environment().world > 1
 
@@ -94,8 +94,8 @@ def train_checkpoints(config: Config, progress_every: float = 30.0) -> list[Path
 
 def _train_distributed(config: Config, jobs) -> None:
     """Under srun/torchrun every rank trains each checkpoint together (DDP: NCCL on GPUs, gloo on CPU cores)."""
-    from ensembles.ranks import rank_from_environment
     from workflows.ddp import barrier, choose_backend, process_group
+    from workflows.launcher import rank_from_environment
 
     ranks = rank_from_environment()
     device = training_device(config.train, ranks.local_rank)
@@ -117,13 +117,6 @@ def training_device(section: TrainSection, local_rank: int) -> str:
         raise ConfigError(f"train.device: {error}") from None
     set_numerical_mode(section.deterministic, device, warn_only=True)
     return device
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def _quiet_worker(level: int) -> None:

@@ -14,11 +14,12 @@ float64. Numba kernels release the GIL, so blocks run on several threads.
 from __future__ import annotations
 
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
+
+from forecast.machine import available_cores
 
 BLOCK_BYTES = 1 << 20
 # a strided (member-major) block reads at least this many points (1 KB of float32) from each member row;
@@ -27,13 +28,6 @@ BLOCK_BYTES = 1 << 20
 MIN_STRIDED_POINTS = 256
 # let LLVM reorder (vectorise) float64 sums; no 'nnan'/'ninf', so NaN tests stay
 REASSOCIATE = {"reassoc", "contract", "arcp", "nsz"}
-
-
-def available_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 # -- compiled row kernels ---------------------------------------------------------------------------

@@ -29,7 +29,6 @@ truncated to what the equiangular output grid resolves and synthesised there.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 
 from forecast.grid import Grid
+from forecast.hashing import derived_seed
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,7 @@ class PlanetConfig:
 
     @property
     def grid(self) -> Grid:
+        """The output grid (equiangular ``nlat`` x ``nlon``)."""
         return Grid(self.nlat, self.nlon)
 
 
@@ -245,6 +246,8 @@ def nature_run(config: PlanetConfig, start: np.datetime64, n_times: int, spinup_
 
 
 def to_dataset(fields: np.ndarray, times: np.ndarray, grid: Grid, channels=CHANNELS):
+    """Fields ``(time, channel, lat, lon)`` as a dataset in the system's layout (one variable per channel,
+    CF attributes)."""
     import xarray as xr
 
     from forecast.channels import channel_attrs
@@ -263,8 +266,7 @@ def to_dataset(fields: np.ndarray, times: np.ndarray, grid: Grid, channels=CHANN
 
 def time_seed(seed: int, time: np.datetime64) -> int:
     """A 63-bit seed from a base seed and a time stamp (for observation error draws)."""
-    key = f"{seed}|{np.datetime_as_string(np.datetime64(time, 's'))}".encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1
+    return derived_seed(seed, np.datetime_as_string(np.datetime64(time, 's')))
 
 
 def analyses(truth, config: PlanetConfig, seed: int = 1):

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from forecast.solar import cos_zenith
+from models.solar import cos_zenith
 
 
 def noaa_cos_zenith(time, lat, lon):
@@ -35,7 +35,7 @@ def test_cos_zenith_agrees_with_noaa_and_is_a_cosine():
 
 
 def test_declination_at_the_2021_equinoxes_and_solstice():
-    from forecast.solar import sun_declination_and_right_ascension
+    from models.solar import sun_declination_and_right_ascension
 
     for equinox in ("2021-03-20T09:37", "2021-09-22T19:21"):  # UTC, from the almanac
         assert abs(np.degrees(sun_declination_and_right_ascension(np.datetime64(equinox))[0])) < 0.01

@@ -2,7 +2,8 @@
 
 A source is an ``xarray.Dataset`` in the system's layout: dims ``time, lat, lon``, one variable per
 channel, latitudes north to south, longitudes east from 0. The planet writes this layout; real-data
-readers convert their layouts to it (``forecast.era5``: WeatherBench2, ARCO-ERA5, CDS netCDF).
+readers convert their layouts to it (``forecast.data.era5``: WeatherBench2, ARCO-ERA5, CDS netCDF;
+``forecast.data.open.open_source`` chooses).
 ``Source`` wraps such a dataset and answers with float32 arrays, refusing what it cannot serve with a
 ``DataError`` that names the problem.
 """
@@ -10,15 +11,12 @@ readers convert their layouts to it (``forecast.era5``: WeatherBench2, ARCO-ERA5
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from forecast.grid import Grid
 
-log = logging.getLogger(__name__)
 
 class DataError(ValueError):
     """Input data that cannot be used: missing channels or times, wrong grid, non-finite values."""
@@ -46,26 +44,31 @@ class Source:
 
     @property
     def channels(self) -> tuple[str, ...]:
+        """Channels served: the variables with dims ``(time, lat, lon)``."""
         return tuple(v for v, da in self.dataset.data_vars.items() if da.dims == ("time", "lat", "lon"))
 
     @property
     def times(self) -> np.ndarray:
+        """The times the source holds."""
         return self.dataset["time"].values
 
     def check_channels(self, channels) -> None:
+        """Raise a ``DataError`` naming what is missing (and what a reader would need) unless every one of
+        ``channels`` is served."""
         missing = [c for c in channels if c not in self.channels]
         explained = [self.missing[c] for c in missing if c in self.missing]
         if explained:
             more = f" (and {len(explained) - 1} more missing channel(s): {missing})" if len(missing) > 1 else ""
             raise DataError(explained[0] + more)
         if missing:
-            from forecast.lexicon import describe, is_known_channel
+            from forecast.data.lexicon import describe, is_known_channel
 
             hints = "; ".join(f"{c} needs {describe(c)}" for c in missing[:3] if is_known_channel(c))
             raise DataError(f"{self.name}: missing channel(s) {missing}; it has {list(self.channels)}"
                             + (f" ({hints})" if hints else ""))
 
     def check_grid(self, grid: Grid) -> None:
+        """Raise a ``DataError`` naming both grids unless the source is on ``grid``."""
         if grid != self.grid:
             raise DataError(
                 f"{self.name}: grid {self.grid.nlat}x{self.grid.nlon} ({self.grid.kind}) does not match the model grid "
@@ -73,6 +76,8 @@ class Source:
             )
 
     def time_index(self, times) -> np.ndarray:
+        """Positions of ``times`` in the source; a ``DataError`` names the first time it lacks and the range
+        it holds."""
         times = np.atleast_1d(np.asarray(times, dtype="datetime64[ns]"))
         available = self.times.astype("datetime64[ns]")
         index = np.searchsorted(available, times)
@@ -107,84 +112,6 @@ class Source:
             bad = [c for k, c in enumerate(channels) if not np.isfinite(x[:, k]).all()]
             raise DataError(f"{self.name}: initial state at {np.datetime_as_string(np.datetime64(time, 'm'))} has NaN or Inf in {bad}")
         return x
-
-
-def _is_system_layout(ds) -> bool:
-    """Dims ``time, lat, lon`` on a recognised grid, no level dimension, no ERA5 variable names."""
-    from forecast.lexicon import LEVEL_DIMS, candidate_variables, is_known_channel
-
-    if not {"time", "lat", "lon"} <= set(ds.dims) or any(d in ds.dims for d in LEVEL_DIMS):
-        return False
-    try:
-        Grid.from_coords(ds["lat"].values, ds["lon"].values)
-    except ValueError:
-        return False
-    era5_names = {n for c in ("u10m", "v10m", "u100m", "v100m", "t2m", "d2m", "sp", "msl", "tcwv", "z500", "t500",
-                              "u500", "v500", "q500", "r500") for n, _ in candidate_variables(c)}
-    return not any(str(v) in era5_names and not is_known_channel(str(v)) for v in ds.data_vars)
-
-
-def system_dataset(ds, channels=None, name: str = "source") -> tuple[object, dict]:
-    """``ds`` in the system's layout, whichever layout it came in, and why requested channels are missing.
-
-    A dataset already in the system's layout is kept as it is; anything else is read as ERA5 in
-    WeatherBench2, ARCO-ERA5 or CDS layout (``forecast.era5.era5_dataset``: names, levels, units,
-    latitude order and longitude convention). With ``channels`` only those are kept; the second value
-    maps each requested channel the data cannot provide to the reason.
-    """
-    fields = [v for v, da in ds.data_vars.items() if da.dims == ("time", "lat", "lon")]
-    others = [c for c in channels or () if c in ds.data_vars and c not in fields]  # e.g. an ensemble dimension
-    if others or not _is_system_layout(ds):
-        from forecast.era5 import era5_dataset
-
-        return era5_dataset(ds, channels, name=name)
-    if channels is None:
-        return ds[fields], {}
-    missing = {c: f"{name}: no variable {c} (it has {sorted(map(str, fields))})" for c in channels if c not in fields}
-    return ds[[c for c in channels if c in fields]], missing
-
-
-def open_source(path, name: str | None = None, grid: Grid | None = None, channels=None, regrid: bool = False) -> Source:
-    """Open a data source (Zarr store or netCDF file) as a ``Source``.
-
-    A dataset in the system's layout is served as it is. Anything else is read as ERA5 in WeatherBench2,
-    ARCO-ERA5 or CDS layout (``forecast.era5.open_era5``), restricted to ``channels`` if given and
-    served on ``grid`` if given. A source on another grid is regridded only with ``regrid=True``
-    (config ``data.regrid``); otherwise it is refused with a ``DataError`` naming both grids.
-    """
-    import xarray as xr
-
-    path = os.fspath(path)
-    remote = "://" in path
-    if not remote and not os.path.exists(path):
-        raise DataError(f"data source {path} does not exist")
-    if path.endswith((".nc", ".nc4", ".netcdf")):
-        ds = xr.open_dataset(path)
-    else:
-        try:
-            ds = xr.open_zarr(path, consolidated=None if remote else False)
-        except Exception as error:  # zarr raises several types for a non-store path
-            raise DataError(f"data source {path} is not a readable Zarr store ({error})") from None
-    source = _open_layout(ds, path, name, grid, channels, regrid)
-    source.path = path
-    return source
-
-
-def _open_layout(ds, path, name, grid, channels, regrid) -> Source:
-    if _is_system_layout(ds):
-        source = Source(ds, name=name or path)
-        if grid is not None and source.grid != grid:
-            if not regrid:
-                source.check_grid(grid)
-            from forecast.regrid import regrid_dataset
-
-            regridded = regrid_dataset(ds, grid)
-            log.info("%s: %s", name or path, regridded.attrs["regridding"])
-            source = Source(regridded, name=name or path)
-        return source
-    from forecast.era5 import open_era5
-
-    return open_era5(ds, grid=grid, channels=channels, name=name or path, regrid=regrid)
 
 
 def normalisation_stats(source: Source, channels, times) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,7 @@ import torch
 import xarray as xr
 
 from forecast.store import EnsembleStore
-from system import tmpfs
+from tests.operations.system import tmpfs
 from workflows.config import bundled_config
 
 TINY = str(bundled_config("tiny"))

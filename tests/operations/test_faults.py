@@ -11,7 +11,7 @@ import pytest
 import xarray as xr
 
 from forecast.store import EnsembleStore
-from system import remount, tmpfs
+from tests.operations.system import remount, tmpfs
 from workflows.config import bundled_config
 
 TINY = str(bundled_config("tiny"))
@@ -80,7 +80,7 @@ def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_store(tiny
 
 def test_sigterm_stops_cleanly_with_exit_code_7_and_the_rerun_resumes(tiny_world, forecast_processes, reference,
                                                                        tmp_path):
-    """SIGTERM (scancel, pre-emption) here; SIGUSR1 with its requeue runs under Slurm in tests/test_slurm.py."""
+    """SIGTERM (scancel, pre-emption) here; SIGUSR1 with its requeue runs under Slurm in tests/operations/test_slurm.py."""
     reference_path, _ = reference
     signum = signal.SIGTERM
     path = tmp_path / "signalled.zarr"

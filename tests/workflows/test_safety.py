@@ -15,7 +15,7 @@ import pytest
 
 from workflows.config import ConfigError, bundled_config, load_config
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 PACKAGES = ("forecast", "models", "ensembles", "workflows", "bench")
 
 

@@ -1,6 +1,6 @@
 """ERA5 readers: WeatherBench2 Zarr, ARCO-ERA5 Zarr and CDS netCDF, served through the one ``Source`` interface.
 
-:func:`era5_dataset` turns a dataset in any of these layouts (see ``forecast.lexicon``) into the system's
+:func:`era5_dataset` turns a dataset in any of these layouts (see ``forecast.data.lexicon``) into the system's
 layout, lazily (Dask): dims ``time, lat, lon``, one float variable per channel (``t2m``, ``z500``, ...),
 latitudes north to south, longitudes east from 0 in [0, 360). On the way it
 
@@ -10,7 +10,7 @@ latitudes north to south, longitudes east from 0 in [0, 360). On the way it
 - transposes ``(time, longitude, latitude)`` variables,
 - merges the CDS ``expver`` dimension (ERA5 and ERA5T) and drops size-1 ``number`` dimensions,
 - converts units (geopotential height -> geopotential, hPa -> Pa, ...),
-- regrids to the model grid when one is given and the file's grid differs (``forecast.regrid``).
+- regrids to the model grid when one is given and the file's grid differs (``forecast.data.regrid``).
 
 Channels a file cannot provide are recorded with the reason, and a request for them raises a
 ``DataError`` that names what the file lacks.
@@ -24,9 +24,9 @@ import os
 import numpy as np
 
 from forecast.channels import channel_attrs
-from forecast.data import DataError, Source
+from forecast.data.source import DataError, Source
 from forecast.grid import Grid
-from forecast.lexicon import (LAT_DIMS, LEVEL_DIMS, LON_DIMS, TIME_DIMS, candidate_variables, canonical_channel,
+from forecast.data.lexicon import (LAT_DIMS, LEVEL_DIMS, LON_DIMS, TIME_DIMS, candidate_variables, canonical_channel,
                               describe, layout_meaning, level_in_hpa, split_level,
                               units_conversion)
 
@@ -174,7 +174,7 @@ def era5_dataset(dataset, channels=None, layout: str = "auto", name: str = "ERA5
 
 
 def _available_channels(ds, layout, levels):
-    from forecast.lexicon import LEVEL_NAMES, SURFACE_NAMES, is_known_channel
+    from forecast.data.lexicon import LEVEL_NAMES, SURFACE_NAMES, is_known_channel
 
     channels = [str(v) for v in ds.data_vars if is_known_channel(str(v)) and "level" not in ds[v].dims
                 and layout_meaning(str(v)) in (None, str(v))]
@@ -239,7 +239,7 @@ def open_era5(path_or_dataset, grid: Grid | None = None, channels=None, layout: 
     path_or_dataset : path or xarray.Dataset
         A Zarr store or netCDF file, or an opened dataset.
     grid : Grid, optional
-        The model grid. If the file's grid differs the fields are regridded (``forecast.regrid``)
+        The model grid. If the file's grid differs the fields are regridded (``forecast.data.regrid``)
         when ``regrid`` is true, else refused; without it the file must be on a global equiangular or
         Gauss grid.
     channels : sequence of str, optional
@@ -276,7 +276,7 @@ def open_era5(path_or_dataset, grid: Grid | None = None, channels=None, layout: 
             shape = f"{native.nlat}x{native.nlon}" if native else "an irregular grid"
             raise DataError(f"{name}: grid {shape} does not match the model grid {grid.nlat}x{grid.nlon}; "
                             "set data.regrid: true to regrid it")
-        from forecast.regrid import regrid_dataset
+        from forecast.data.regrid import regrid_dataset
 
         ds = regrid_dataset(ds, grid, regrid_method)
         log.info("%s: %s", name, ds.attrs["regridding"])

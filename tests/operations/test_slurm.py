@@ -1,4 +1,4 @@
-"""The sbatch scripts in ``slurm/`` on a real one-node Slurm started for this module (``tests/local_slurm.py``):
+"""The sbatch scripts in ``slurm/`` on a real one-node Slurm started for this module (``tests/operations/local_slurm.py``):
 the nightly chain (a 2-task ensemble job, a requeue after SIGUSR1, the dependent scoring job), an array
 over start dates, and DDP training with 2 tasks.
 
@@ -18,11 +18,11 @@ import pytest
 import xarray as xr
 
 from forecast.store import EnsembleStore
-from local_slurm import LocalSlurm, SlurmUnavailable
-from system import unavailable
+from tests.operations.local_slurm import LocalSlurm, SlurmUnavailable
+from tests.operations.system import unavailable
 from workflows.config import bundled_config, load_config
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 TINY = str(bundled_config("tiny"))
 CYCLE = "2000-01-30T00"
 MEMBERS = 40  # per checkpoint: 81 members, long enough to signal the job while it runs

@@ -24,16 +24,16 @@ import torch.nn.functional as F
 import xarray as xr
 
 from forecast.rollout import rollout
-from forecast.solar import cos_zenith, cos_zenith_float32
+from models.solar import cos_zenith, cos_zenith_float32
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.makani import IMPORT_MAP, import_package
-from models.makani_mock import write_mock_package
+from tests.models.makani_mock import write_mock_package
 
 
 def _find_fixture() -> Path | None:
     if os.environ.get("FORECAST_MAKANI_FIXTURE"):
         return Path(os.environ["FORECAST_MAKANI_FIXTURE"])
-    here = Path(__file__).resolve().parents[1]
+    here = Path(__file__).resolve().parents[2]
     for base in (here, *here.parents[:2]):
         candidate = base / "shared" / "fixtures" / "makani-v0.1.0" / "sfno_hens_flexible"
         if candidate.is_dir():
@@ -552,7 +552,7 @@ def test_ensemble_from_era5_with_an_imported_makani_package(imported, tmp_path):
     """WB2-layout analyses -> the imported makani-written package (cos zenith) -> bred vectors -> store."""
     from ensembles.engine import EnsembleEngine, PerturbationSettings
     from ensembles.plan import MemberPlan
-    from forecast.era5 import open_era5
+    from forecast.data.era5 import open_era5
 
     card = load_checkpoint(imported).card
     times = np.arange(TIME - np.timedelta64(18, "h"), TIME + np.timedelta64(1, "h"), np.timedelta64(6, "h"))

@@ -12,7 +12,7 @@ import xarray as xr
 from forecast import verify
 from forecast.verify import _kernels
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def field(m=6, seed=0):
@@ -155,7 +155,7 @@ def test_bad_input_raises_clear_value_errors():
 
 
 def test_chunks_span_all_members_and_stay_within_the_budget():
-    from forecast.scores import ensemble_chunks
+    from forecast.verify.scores import ensemble_chunks
 
     sizes = {"member": 7424, "init_time": 3, "lead_time": 4, "lat": 33, "lon": 64}
     chunks = ensemble_chunks(sizes, {"member": 1, "lead_time": 4, "lat": 33, "lon": 64}, chunk_bytes=64 << 20)
@@ -179,7 +179,7 @@ def test_slurm_cluster_is_constructible():
 
 
 def test_score_store_on_a_mock_store_with_a_user_region(tmp_path):
-    from forecast.mock import write_mock_store
+    from forecast.verify.mock import write_mock_store
     from workflows.recipes import score_store
 
     store, truth = write_mock_store(tmp_path / "mock.zarr", members=8, init_times=1, leads=2, control=True)
@@ -202,7 +202,7 @@ def test_score_store_on_a_mock_store_with_a_user_region(tmp_path):
 def test_example_notebook_runs_headless(tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
-    from forecast.mock import write_mock_store
+    from forecast.verify.mock import write_mock_store
 
     store, truth = write_mock_store(tmp_path / "nb.zarr", members=6, init_times=1, leads=3)
     monkeypatch.setenv("FORECAST_STORE", str(store))

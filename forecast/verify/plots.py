@@ -31,7 +31,21 @@ def _lead_hours(scores) -> np.ndarray:
     return (scores["lead_time"].values / np.timedelta64(1, "h")).astype(float)
 
 
-def _grid(rows: int, cols: int, width: float = 3.6, height: float = 2.8):
+def figure_grid(rows: int, cols: int, width: float = 3.6, height: float = 2.8):
+    """A headless figure of ``rows`` x ``cols`` panels (the one plot set-up); finish it with :func:`save_figure`.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Panels down and across.
+    width, height : float
+        Size of one panel in inches.
+
+    Returns
+    -------
+    tuple
+        ``(pyplot, figure, axes)``, ``axes`` a 2-d array of ``rows`` x ``cols``.
+    """
     plt = _pyplot()
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
     return plt, fig, axes
@@ -40,7 +54,7 @@ def _grid(rows: int, cols: int, width: float = 3.6, height: float = 2.8):
 def _panels(n: int):
     cols = min(n, 4)
     rows = (n + cols - 1) // cols
-    plt, fig, axes = _grid(rows, cols, 4, 3.2)
+    plt, fig, axes = figure_grid(rows, cols, 4, 3.2)
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
     return plt, fig, axes.ravel()
@@ -65,7 +79,7 @@ def plot_vs_lead(scores, variables: dict, path: Path, title: str, reference: flo
     """One panel per channel (rows) and region (columns); ``variables`` maps score names to legend labels."""
     channels = list(scores["channel"].values)
     regions = _regions(scores)
-    plt, fig, axes = _grid(len(channels), len(regions))
+    plt, fig, axes = figure_grid(len(channels), len(regions))
     lead = _lead_hours(scores)
     for r, channel in enumerate(channels):
         for c, region in enumerate(regions):
@@ -117,7 +131,7 @@ def plot_reliability(scores, path: Path, leads: int = 3) -> Path:
     (columns) for a few leads; the diagonal is perfect reliability."""
     channels = list(scores["channel"].values)
     events = list(scores["event"].values)
-    plt, fig, axes = _grid(len(channels), len(events), 3.4, 3.2)
+    plt, fig, axes = figure_grid(len(channels), len(events), 3.4, 3.2)
     lead = _lead_hours(scores)
     for r, channel in enumerate(channels):
         for c, event in enumerate(events):
@@ -166,7 +180,7 @@ def plot_maps(scores, path: Path) -> Path:
     channels = list(scores["channel"].values)
     events = list(scores["event"].values) if "exceedance_probability_map" in scores else []
     cols = len(events) + ("efi_map" in scores)
-    plt, fig, axes = _grid(len(channels), max(cols, 1), 4.2, 2.6)
+    plt, fig, axes = figure_grid(len(channels), max(cols, 1), 4.2, 2.6)
     lon, lat = scores["lon"].values, scores["lat"].values
     for r, channel in enumerate(channels):
         panels = [(scores["exceedance_probability_map"].sel(channel=channel, event=e), f"P({e})", "viridis", (0, 1))

@@ -6,10 +6,10 @@ import xarray as xr
 
 from forecast.channels import PRESSURE_LEVELS
 from forecast.data import DataError, open_source
-from forecast.era5 import open_era5
+from forecast.data.era5 import open_era5
 from forecast.grid import Grid
-from forecast.lexicon import G0
-from forecast.regrid import Regridder
+from forecast.data.lexicon import G0
+from forecast.data.regrid import Regridder
 
 NLAT, NLON = 17, 32
 LAT = np.linspace(90, -90, NLAT)  # descending, poles included

@@ -11,7 +11,8 @@ import torch
 import xarray as xr
 
 from ensembles.perturb import hemispheric_rms
-from ensembles.ranks import rank_from_environment, split_windows
+from ensembles.ranks import split_windows
+from workflows.launcher import rank_from_environment
 from ensembles.seeds import member_generator
 from forecast.store import EnsembleStore
 from models.checkpoint import load_checkpoint

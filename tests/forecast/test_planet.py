@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from forecast.planet import CHANNELS, PlanetConfig, analyses, nature_run
+from forecast.data.planet import CHANNELS, PlanetConfig, analyses, nature_run
 
 TINY = dict(nlat=17, nlon=32, solver_nlat=16, solver_nlon=32, truncation=10, solver_dt=3600, stirring_band=(3, 8))
 

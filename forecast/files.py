@@ -1,0 +1,136 @@
+"""Writing files and folders atomically, and their digests: the one mechanism for both in the project.
+
+A file or folder is written under a temporary name in the same folder (``.<name>.<random>.partial``),
+synced to disk, then renamed into place, so a reader sees either the old version or the complete new one,
+never a half-written one, and a crash leaves only a ``.partial`` leftover (:func:`leftovers`) that a rerun
+ignores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def partial_path(path) -> Path:
+    """A fresh temporary name beside ``path``: hidden, unique per writer, ending in ``.partial``.
+
+    >>> partial_path("/data/skill.json").name.startswith(".skill.json.")
+    True
+    """
+    path = Path(path)
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{PARTIAL_SUFFIX}")
+
+
+def leftovers(path) -> list[Path]:
+    """Temporary names of interrupted writes of ``path`` (see :func:`partial_path`)."""
+    path = Path(path)
+    return sorted(path.parent.glob(f".{path.name}.*{PARTIAL_SUFFIX}"))
+
+
+def _sync(path: Path) -> None:
+    """fsync a file, or every file and folder of a folder tree."""
+    if path.is_dir():
+        for root, _, names in os.walk(path):
+            for name in names:
+                _sync(Path(root) / name)
+        flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    else:
+        flags = os.O_RDONLY
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_write(path, replace: bool = True):
+    """Yield a temporary path beside ``path``; on a normal exit sync what was written there and rename it to
+    ``path``, on an error remove it.
+
+    The caller writes one file or one folder (a Zarr store) at the yielded path, with any writer.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The final name. Its folder must exist.
+    replace : bool
+        Replace an existing ``path`` (a folder is removed first). With ``False`` an existing ``path`` is
+        kept and the new version discarded: the first of several writers creating the same thing wins.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> with atomic_write(folder / "note.txt") as tmp:
+    ...     _ = tmp.write_text("complete")
+    >>> (folder / "note.txt").read_text(), leftovers(folder / "note.txt")
+    ('complete', [])
+    """
+    path = Path(path)
+    tmp = partial_path(path)
+    try:
+        yield tmp
+        _sync(tmp)
+        if tmp.is_dir():
+            if replace and path.exists():
+                _remove(path)
+            try:
+                os.rename(tmp, path)
+            except OSError:
+                if replace or not path.exists():
+                    raise
+        elif replace or not path.exists():
+            os.replace(tmp, path)
+        _sync(path.parent)
+    finally:
+        _remove(tmp)
+
+
+def write_atomic(path, data: bytes | str, mode: int = 0o640) -> Path:
+    """Write ``data`` (text is UTF-8 encoded) to ``path`` atomically with permissions ``mode``; returns ``path``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write; its folder must exist.
+    data : bytes or str
+        The whole content.
+    mode : int
+        Permission bits of the new file (before the umask).
+    """
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def file_sha256(path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks.
+
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile() as f:
+    ...     file_sha256(f.name)[:12]
+    'e3b0c44298fc'
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
