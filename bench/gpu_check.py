@@ -159,7 +159,7 @@ def hens_world(ctx, args):
     checkpoint, and random analyses for it (history for the bred vectors included)."""
     from forecast.data import Source
     from forecast.grid import Grid
-    from forecast.planet import to_dataset
+    from forecast.data.planet import to_dataset
     from models.card import ModelCard
     from models.checkpoint import build_model, save_checkpoint
     from models.sfno import hens_config

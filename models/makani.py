@@ -29,7 +29,6 @@ later makani) -> ``blocks.i.filter.weight`` as real ``(in, out, l, 2)``; ``block
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -392,7 +391,7 @@ def import_package(package, out, name: str | None = None, dt_hours: int | None =
         family="sfno", channels=tuple(channels), grid=grid.to_dict(), dt_hours=int(dt_hours), mean=tuple(mean),
         std=tuple(std), architecture=sfno.to_dict(), name=name or root.resolve().name,
         training={"imported_from": "makani model package", "package": str(root.resolve()),
-                  "config_sha256": hashlib.sha256((root / "config.json").read_bytes()).hexdigest(),
+                  "config_sha256": file_sha256(root / "config.json"),
                   "checkpoint_sha256": file_sha256(root / CHECKPOINT), "checkpoint": layout,
                   "cos_zenith_arithmetic": cos_zenith if "cos_zenith" in extra else None},
     )

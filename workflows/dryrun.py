@@ -213,7 +213,7 @@ def _model_shape(config: Config, checkpoint: Path):
     s = config.sizing
     if s.channels and s.nlat and s.nlon:
         return tuple(s.channels), s.nlat, s.nlon, s.dt_hours, "config sizing section (no checkpoint card yet)"
-    from forecast.planet import CHANNELS
+    from forecast.data.planet import CHANNELS
     from workflows.recipes import planet_config
 
     planet = planet_config(config)

@@ -52,7 +52,7 @@ def export_netcdf(store, out, members: str | None = None, channels=None, statist
     Examples
     --------
     >>> import tempfile, xarray as xr, forecast
-    >>> from forecast.mock import write_mock_store
+    >>> from forecast.verify.mock import write_mock_store
     >>> folder = tempfile.mkdtemp()
     >>> store, _ = write_mock_store(folder + "/s.zarr", members=4, leads=1)
     >>> path = export_netcdf(store, folder + "/z500.nc", members="0:2", channels="z500")

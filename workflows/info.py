@@ -121,7 +121,7 @@ def plot_store(path, plume: str | None = None, channel: str | None = None, init_
     """``forecast plot``: a plume at ``plume`` (``"LAT,LON"``), else a map of the ensemble mean and
     spread. Returns the PNG files written."""
     import forecast
-    from forecast import plots
+    from forecast.verify import plots
     from workflows.config import ConfigError
 
     ds = forecast.open_store(path)

@@ -4,7 +4,10 @@
 ``Source``. The planet (``forecast.data.planet``, which needs torch) is imported only where it is used.
 """
 
-from forecast.data.open import open_source
+from forecast.data.era5 import open_dataset
+from forecast.data.open import forecast_channels, open_source, system_dataset
+from forecast.data.regrid import regrid_dataset
 from forecast.data.source import DataError, Source, normalisation_stats
 
-__all__ = ["DataError", "Source", "normalisation_stats", "open_source"]
+__all__ = ["DataError", "Source", "forecast_channels", "normalisation_stats", "open_dataset", "open_source",
+           "regrid_dataset", "system_dataset"]

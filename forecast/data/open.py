@@ -7,7 +7,9 @@ import logging
 import os
 
 from forecast.data.era5 import era5_dataset, open_era5
-from forecast.data.lexicon import LEVEL_DIMS, candidate_variables, is_known_channel
+from forecast.channels import channel_attrs
+from forecast.data.lexicon import (LEVEL_DIMS, LEVEL_NAMES, candidate_variables, is_known_channel, layout_meaning,
+                                   level_in_hpa, units_conversion)
 from forecast.data.source import DataError, Source
 from forecast.grid import Grid
 
@@ -84,3 +86,40 @@ def _open_layout(ds, path, name, grid, channels, regrid) -> Source:
             source = Source(regridded, name=name or path)
         return source
     return open_era5(ds, grid=grid, channels=channels, name=name or path, regrid=regrid)
+
+
+def forecast_channels(forecast):
+    """A forecast whose variables carry ERA5 layout names (WeatherBench2 ``geopotential`` over ``level``,
+    ``2m_temperature``; CDS ``z``, ``u10``) with one variable per channel in our names and units, through
+    the lexicon the ERA5 reader uses; variables named as we name channels are kept as they are.
+
+    >>> import numpy as np, xarray as xr
+    >>> f = xr.Dataset({"geopotential": (("member", "level", "lat"), np.ones((2, 2, 3)), {"units": "m2 s-2"})},
+    ...                coords={"level": [500, 850]})
+    >>> sorted(forecast_channels(f).data_vars)
+    ['z500', 'z850']
+    """
+    import xarray as xr
+
+    level_short = {name: short for table in LEVEL_NAMES.values() for short, name in table.items()}
+    out = {}
+    for name, da in forecast.data_vars.items():
+        level = next((d for d in LEVEL_DIMS if d in da.dims), None)
+        if level and name in level_short:
+            hpa = level_in_hpa(forecast[level].values, forecast[level].attrs.get("units"))
+            pieces = {f"{level_short[name]}{int(p)}": da.isel({level: k}, drop=True)
+                      for k, p in enumerate(hpa) if float(p).is_integer()}
+        elif not level and layout_meaning(str(name)) not in (None, name):
+            pieces = {layout_meaning(str(name)): da}
+        else:
+            out[name] = da
+            continue
+        for channel, field in pieces.items():
+            try:
+                conversion = units_conversion(channel, field.attrs.get("units"))
+            except ValueError as error:
+                raise DataError(f"forecast variable {name}: {error}") from None
+            if not conversion.identity:
+                field = field * conversion.scale + conversion.offset
+            out[channel] = field.assign_attrs(channel_attrs(channel))
+    return xr.Dataset(out, attrs=forecast.attrs)

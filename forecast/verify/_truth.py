@@ -2,7 +2,7 @@
 
 One way in. A truth in the system's layout (the planet's nature run) or in an ERA5 layout
 (WeatherBench2, ARCO-ERA5, CDS netCDF) becomes ``(time, lat, lon)`` fields named by channel through
-the reader ``forecast run`` uses (``forecast.data.system_dataset``, ``forecast.era5``): names, levels
+the reader ``forecast run`` uses (``forecast.data.system_dataset``): names, levels
 and units through the lexicon, extra variables left out. :func:`truth_on_forecast_grid` then takes the
 forecast's own latitudes and longitudes out of it (either latitude order, either longitude convention,
 a larger area cut to the forecast's), regridding only when asked, and :func:`align_truth` takes the
@@ -35,6 +35,14 @@ def _data_error(message: str):
     from forecast.data import DataError
 
     return DataError(message)
+
+
+def forecast_channels(forecast: xr.Dataset) -> xr.Dataset:
+    """A forecast in ERA5 layout names with one variable per channel in our names and units
+    (``forecast.data.forecast_channels``, the ERA5 reader's lexicon)."""
+    from forecast.data import forecast_channels as channels
+
+    return channels(forecast)
 
 
 # -- forecast dimension names -----------------------------------------------------------------------
@@ -90,43 +98,6 @@ def as_system_forecast(forecast, dims: dict | None = None, required=FORECAST_DIM
     return forecast.rename(renames), {ours: theirs for theirs, ours in renames.items()}
 
 
-def forecast_channels(forecast: xr.Dataset) -> xr.Dataset:
-    """A forecast whose variables carry ERA5 layout names (WeatherBench2 ``geopotential`` over ``level``,
-    ``2m_temperature``; CDS ``z``, ``u10``) with one variable per channel in our names and units, through
-    the lexicon the ERA5 reader uses; variables named as we name channels are kept as they are.
-
-    >>> f = xr.Dataset({"geopotential": (("member", "level", "lat"), np.ones((2, 2, 3)), {"units": "m2 s-2"})},
-    ...                coords={"level": [500, 850]})
-    >>> sorted(forecast_channels(f).data_vars)
-    ['z500', 'z850']
-    """
-    from forecast.channels import channel_attrs
-    from forecast.lexicon import LEVEL_DIMS, LEVEL_NAMES, layout_meaning, level_in_hpa, units_conversion
-
-    level_short = {name: short for table in LEVEL_NAMES.values() for short, name in table.items()}
-    out = {}
-    for name, da in forecast.data_vars.items():
-        level = next((d for d in LEVEL_DIMS if d in da.dims), None)
-        if level and name in level_short:
-            hpa = level_in_hpa(forecast[level].values, forecast[level].attrs.get("units"))
-            pieces = {f"{level_short[name]}{int(p)}": da.isel({level: k}, drop=True)
-                      for k, p in enumerate(hpa) if float(p).is_integer()}
-        elif not level and layout_meaning(str(name)) not in (None, name):
-            pieces = {layout_meaning(str(name)): da}
-        else:
-            out[name] = da
-            continue
-        for channel, field in pieces.items():
-            try:
-                conversion = units_conversion(channel, field.attrs.get("units"))
-            except ValueError as error:
-                raise _data_error(f"forecast variable {name}: {error}") from None
-            if not conversion.identity:
-                field = field * conversion.scale + conversion.offset
-            out[channel] = field.assign_attrs(channel_attrs(channel))
-    return xr.Dataset(out, attrs=forecast.attrs)
-
-
 # -- truth fields -----------------------------------------------------------------------------------
 def truth_fields(truth, channels, name: str = "truth", time_dim: str = "time"):
     """``(dataset, skipped)``: the truth as ``(time, lat, lon)`` fields for ``channels`` in the system's
@@ -151,7 +122,7 @@ def _rename_axes(truth, time_dim: str):
 
 @dataclass(frozen=True)
 class _Points:
-    """Target latitudes (north to south) and longitudes (ascending) for ``forecast.regrid``."""
+    """Target latitudes (north to south) and longitudes (ascending) for ``forecast.data.regrid``."""
 
     lat: np.ndarray
     lon: np.ndarray
@@ -209,7 +180,7 @@ def truth_on_forecast_grid(truth, lat, lon, regrid: bool = False, name: str = "t
 
     The forecast's points are taken out of the truth when each is one of the truth's (either latitude
     order, longitudes in 0..360 or -180..180, a larger truth area cut down); otherwise the truth is
-    regridded (``forecast.regrid``) when ``regrid`` is true and refused with a ``DataError`` naming both
+    regridded (``forecast.data.regrid``) when ``regrid`` is true and refused with a ``DataError`` naming both
     grids when not.
     """
     lat, lon = np.asarray(lat, float), np.asarray(lon, float)
@@ -221,7 +192,7 @@ def truth_on_forecast_grid(truth, lat, lon, regrid: bool = False, name: str = "t
     if lat_index is not None and lon_index is not None:
         on_grid = truth.isel(lat=_indexer(lat_index), lon=_indexer(lon_index))
     elif regrid:
-        from forecast.regrid import regrid_dataset
+        from forecast.data import regrid_dataset
 
         lat_order, lon_order = np.argsort(-lat, kind="stable"), np.argsort(lon % 360.0, kind="stable")
         dataset = truth.to_dataset(name="_field") if isinstance(truth, xr.DataArray) else truth
@@ -325,7 +296,7 @@ def align_truth(forecast, truth, time_dim: str = "time", chunk_bytes: int = 64 <
 
     Examples
     --------
-    >>> from forecast.mock import mock_ensemble
+    >>> from forecast.verify.mock import mock_ensemble
     >>> f, t = mock_ensemble(members=3, init_times=1, leads=2)
     >>> y = align_truth(f, t.isel(lat=slice(None, None, -1)))  # latitudes ascending: matched by value
     >>> y["z500"].dims, bool((y["z500"].isel(lead_time=1) == t["z500"].sel(time=f.valid_time[0, 1])).all())

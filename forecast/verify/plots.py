@@ -309,7 +309,7 @@ def plume(ds, lat: float, lon: float, channel: str):
     DataArray ``(member, lead_time)`` (one start date: select it first, else the first is taken).
     ``lon`` may be given from -180 to 180; the store's longitudes are 0..360 east.
 
-    >>> from forecast.mock import mock_ensemble
+    >>> from forecast.verify.mock import mock_ensemble
     >>> f, _ = mock_ensemble(members=5, leads=3)
     >>> plume(f, lat=45.0, lon=-74.0, channel="t2m").dims
     ('member', 'lead_time')

@@ -143,7 +143,7 @@ def _open_foreign(path, dims: dict | None):
 def open_truth(path) -> xr.Dataset:
     """The truth at ``path`` (Zarr store or netCDF file) opened lazily; its layout is read when it is scored
     (:func:`scoring_truth`). A path that is neither raises a ``DataError`` naming it."""
-    from forecast.era5 import open_dataset
+    from forecast.data import open_dataset
 
     return open_dataset(path)
 

@@ -1,7 +1,7 @@
 """Synthetic makani model packages in the published layout, for tests and benchmarks (no download needed).
 
 Not a parity reference: parity is tested against the package makani itself wrote
-(``shared/fixtures/makani-v0.1.0``, ``tests/test_makani_import.py``). These mock packages cover
+(``shared/fixtures/makani-v0.1.0``, ``tests/models/test_makani_import.py``). These mock packages cover
 configurations that fixture does not (scale factor 1, latitude/longitude grid features, 74 channels).
 
 :func:`write_mock_package` writes ``config.json``, the statistics, optional ``orography.nc`` and

@@ -44,7 +44,7 @@ def test_declination_at_the_2021_equinoxes_and_solstice():
 
 
 def test_makani_float32_cos_zenith_is_float32_agrees_with_noaa_and_stacks_times():
-    from forecast.solar import cos_zenith_float32
+    from models.solar import cos_zenith_float32
 
     lat, lon = np.linspace(90, -90, 19), np.arange(0, 360, 15.0)
     for time in ["1980-02-29T18:00", "2000-06-21T12:00", "2021-09-23T03:00", "2023-12-31T21:00"]:

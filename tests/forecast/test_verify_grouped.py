@@ -123,8 +123,8 @@ def test_fair_crps_of_one_valid_member_is_undefined():
 
 
 def test_every_score_accepts_the_notebook_pattern_on_datasets(tmp_path):
-    from forecast.mock import write_mock_store
-    from forecast.scores import open_ensemble
+    from forecast.verify.mock import write_mock_store
+    from forecast.verify.scores import open_ensemble
 
     store, truth = write_mock_store(tmp_path / "nb.zarr", members=5, init_times=11, leads=9, nlat=17, nlon=32)
     forecast = open_ensemble(store)
@@ -179,7 +179,7 @@ def test_score_set_of_a_multi_checkpoint_store_has_grouped_scores_and_own_units(
 
 
 def write_mock_store_for_scores(tmp_path):
-    from forecast.mock import write_mock_store
+    from forecast.verify.mock import write_mock_store
 
     return write_mock_store(tmp_path / "mock.zarr", members=6, init_times=2, leads=2, channels=("z500", "t2m"),
                             checkpoints=2, control=True)

@@ -14,7 +14,7 @@ import pytest
 import xarray as xr
 
 import forecast
-from forecast.mock import write_mock_store
+from forecast.verify.mock import write_mock_store
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_open_store_reads_a_store_without_consolidated_metadata(stores, tmp_path
     """Stores written before consolidation was added open as before (group by group)."""
     import shutil
 
-    from forecast.scores import has_consolidated_metadata
+    from forecast.verify.scores import has_consolidated_metadata
 
     old = tmp_path / "old.zarr"
     shutil.copytree(stores[1], old)
@@ -169,7 +169,7 @@ def test_progress_logs_members_done_rate_and_eta(caplog):
 
 
 def test_plume_and_maps_plot_with_labels(stores, tmp_path):
-    from forecast import plots
+    from forecast.verify import plots
     from workflows.cli import main
 
     ds = forecast.open_store(stores[0])

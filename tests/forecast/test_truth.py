@@ -14,9 +14,9 @@ import xarray as xr
 
 from forecast import verify
 from forecast.data import DataError
-from forecast.lexicon import G0
-from forecast.mock import mock_ensemble
-from forecast.regrid import Regridder
+from forecast.data.lexicon import G0
+from forecast.verify.mock import mock_ensemble
+from forecast.data.regrid import Regridder
 from workflows.config import bundled_config
 
 TINY = str(bundled_config("tiny"))
@@ -222,7 +222,7 @@ def test_scores_from_a_weatherbench2_netcdf_equal_those_from_the_nature_run(plan
 
 
 def test_a_truth_without_a_channel_scores_the_others_and_warns(planet, tmp_path, caplog):
-    from forecast.scores import open_ensemble, open_truth, score_ensemble
+    from forecast.verify.scores import open_ensemble, open_truth, score_ensemble
 
     store, nature, reference = planet
     truth = tmp_path / "era5.nc"
@@ -237,7 +237,7 @@ def test_a_truth_without_a_channel_scores_the_others_and_warns(planet, tmp_path,
 
 
 def test_a_truth_on_another_grid_is_refused_before_anything_is_written(planet, forecast_processes, tmp_path):
-    from forecast.scores import open_ensemble, score_ensemble
+    from forecast.verify.scores import open_ensemble, score_ensemble
 
     store, nature, reference = planet
     coarse = tmp_path / "coarse.zarr"
@@ -296,7 +296,7 @@ def test_a_store_another_tool_wrote_is_scored_when_told_its_dimension_names(plan
         assert result.returncode == 0, result.stderr
         scores = xr.open_dataset(tmp_path / "scores" / "scores.nc").load()
     else:  # the library (a few scores, to keep the test short)
-        from forecast.scores import open_ensemble, open_truth, score_ensemble
+        from forecast.verify.scores import open_ensemble, open_truth, score_ensemble
 
         lazy = score_ensemble(open_ensemble(path, dims=verify.parse_dims(dims)), open_truth(nature))
         scores = lazy[names].compute(scheduler="synchronous")
@@ -318,7 +318,7 @@ def test_a_store_it_cannot_understand_is_refused_in_one_line(planet, forecast_pr
 
 
 def test_scores_do_not_depend_on_the_truth_file_precision_or_a_one_value_level_axis(mock):
-    from forecast.scores import score_ensemble
+    from forecast.verify.scores import score_ensemble
 
     forecast, truth = mock
     era5 = weatherbench2(truth, levels=(500,)).astype(np.float64)

@@ -171,7 +171,7 @@ def test_gpu_check_runs_on_the_cpu_at_tiny_size(tmp_path, capsys):
     import importlib.util
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("gpu_check", Path(__file__).parents[1] / "bench" / "gpu_check.py")
+    spec = importlib.util.spec_from_file_location("gpu_check", Path(__file__).parents[2] / "bench" / "gpu_check.py")
     gpu_check = importlib.util.module_from_spec(spec)
     sys.modules["gpu_check"] = gpu_check  # dataclasses look their module up
     spec.loader.exec_module(gpu_check)

@@ -113,7 +113,7 @@ def test_dry_run_on_a_built_world_reads_the_card_and_writes_nothing(tiny_world):
 
 
 def test_hens_channels_are_makanis_74chq_order_and_the_statistics_split_is_consistent():
-    from models.makani_mock import HENS_CHANNELS  # makani's channel_names of the HENS packages
+    from tests.models.makani_mock import HENS_CHANNELS  # makani's channel_names of the HENS packages
 
     config = load_config(HENS)
     channels = list(config.sizing.channels)

@@ -361,7 +361,7 @@ def test_a_store_written_by_release_1_migrates_keeping_its_values_and_resumes(tm
     from forecast.store import Checksums
     from forecast.store_migration import migrate_store
 
-    fixtures = Path(__file__).parent / "fixtures"
+    fixtures = Path(__file__).parents[1] / "fixtures"
     sys.path.insert(0, str(fixtures))
     try:  # the generator's numbers, regenerated here
         from make_store_v1 import LEADS, SPEC, member_values
