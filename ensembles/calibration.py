@@ -95,7 +95,7 @@ def engine_crps(engine, truth: Source, models: list) -> float:
         target = torch.from_numpy(np.asarray(truth.fields(valid, engine.channels), dtype=np.float32))
         for lead, parts in states.items():
             ensemble = torch.cat(parts) / std
-            total += float(fair_crps(ensemble, target[lead] / std[0], weights).mean())
+            total += float((fair_crps(ensemble, target[lead] / std[0]) * weights).sum(dim=(-2, -1)).mean())
             count += 1
     return total / max(count, 1)
 
