@@ -289,7 +289,7 @@ def _when(field) -> str:
 def plot_ensemble_maps(mean, spread, path: Path, coastlines: bool = False) -> Path:
     """Maps of the ensemble mean and spread of one channel at one start date and lead (DataArrays
     ``(lat, lon)``); the title names the channel, units, start date, lead and valid time."""
-    plt, fig, axes = _grid(1, 2, 5.2, 3.2)
+    plt, fig, axes = figure_grid(1, 2, 5.2, 3.2)
     lat, lon = mean["lat"].values, mean["lon"].values
     units = mean.attrs.get("units", "")
     name = mean.attrs.get("long_name", mean.name)
@@ -328,7 +328,7 @@ def plume(ds, lat: float, lon: float, channel: str):
 def plot_plume(point, path: Path) -> Path:
     """A plume (meteogram) from :func:`plume`: thin lines per member, the ensemble mean, and the 10-90 %
     range shaded, against lead time; the title names the point, the start date and the units."""
-    plt, fig, axes = _grid(1, 1, 6.4, 4.0)
+    plt, fig, axes = figure_grid(1, 1, 6.4, 4.0)
     ax = axes[0, 0]
     hours = point["lead_time"].values / np.timedelta64(1, "h")
     values = point.values
