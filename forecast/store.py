@@ -553,7 +553,7 @@ def _undecodable_chunks(path, names=None) -> list[tuple[str, tuple, Path]]:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        group = zarr.open_group(str(path), mode="r")
+        group = zarr.open_group(str(path), mode="r", use_consolidated=False)  # each array's own metadata
     bad = []
     for name, array in group.arrays():
         if names is not None and name not in names:

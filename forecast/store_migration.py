@@ -43,7 +43,7 @@ def migrate_store(path) -> list[str]:
     notes.append(f"zstd content checksums added to {rewritten} array(s)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        group = zarr.open_group(str(path), mode="r+")
+        group = zarr.open_group(str(path), mode="r+", use_consolidated=False)  # the arrays themselves
     manifest = group.require_group("manifest")
     values = {}
     for name in ("done", "checksum", "statistics_done"):
