@@ -21,6 +21,7 @@ import numpy as np
 import xarray as xr
 
 from forecast import verify
+from forecast.errors import InputError
 from forecast.store import StoreSchema
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ def score_ensemble(forecast: xr.Dataset, truth: xr.Dataset, dims=SCORE_DIMS, reg
     order = list(schema.channels if schema else ()) + sorted(forecast.data_vars)  # the model's order first
     channels = [c for c in dict.fromkeys(order) if c in forecast.data_vars and c in truth.data_vars]
     if not channels:
-        raise ValueError(f"truth shares no channel with the forecast ({list(forecast.data_vars)})")
+        raise InputError(f"truth shares no channel with the forecast ({list(forecast.data_vars)})")
     dims = list(dims)
     aligned = verify.align_truth(forecast[channels], truth[channels])
     if forecast.chunks:

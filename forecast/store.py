@@ -39,13 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
+from forecast.errors import InputError, StoreError
 from forecast.grid import Grid
 
 STATISTICS = ("mean", "std", "min", "max")
-
-
-class StoreError(ValueError):
-    """A store that does not exist, has another schema, or fails its manifest."""
 
 
 @dataclass(frozen=True)
@@ -60,10 +57,10 @@ class StoreLayout:
 
     def __post_init__(self):
         if self.shard_members < 1 or self.lead_chunk < 1:
-            raise ValueError("shard_members and lead_chunk must be at least 1")
+            raise InputError("shard_members and lead_chunk must be at least 1")
         bad = {c: b for c, b in self.keepbits.items() if not (isinstance(b, int) and 1 <= b <= 23)}
         if bad:
-            raise ValueError(f"keepbits must be integers from 1 to 23 (float32 mantissa bits), got {bad}")
+            raise InputError(f"keepbits must be integers from 1 to 23 (float32 mantissa bits), got {bad}")
 
 
 @dataclass(frozen=True)

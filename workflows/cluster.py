@@ -7,6 +7,8 @@ import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from forecast.errors import InputError
+
 log = logging.getLogger(__name__)
 
 LOCAL_WORKER_MEMORY = "1.5GiB"  # per local worker: Dask spills, then pauses the worker, before it grows past this
@@ -32,7 +34,7 @@ class SlurmOptions:
         from dask_jobqueue import SLURMCluster
 
         if self.jobs < 1 or self.cores < 1 or self.processes < 1:
-            raise ValueError(f"Slurm jobs, cores and processes must be at least 1, got {self}")
+            raise InputError(f"Slurm jobs, cores and processes must be at least 1, got {self}")
         kwargs = {"cores": self.cores, "processes": self.processes, "memory": self.memory, "walltime": self.walltime,
                   "job_extra_directives": list(self.job_extra), "scheduler_options": {"dashboard_address": None}}
         if self.queue:

@@ -23,17 +23,15 @@ log = logging.getLogger(__name__)
 
 # -- planet ---------------------------------------------------------------------------------------
 def planet_config(config: Config):
+    """``planet.settings`` as a ``forecast.planet.PlanetConfig``; unknown keys and wrong types are named."""
+    from dataclasses import replace
+
     from forecast.planet import PlanetConfig
+    from workflows.config import build
 
-    known = set(PlanetConfig.__dataclass_fields__)
-    unknown = sorted(set(config.planet.settings) - known)
-    if unknown:
-        import difflib
-
-        hint = difflib.get_close_matches(unknown[0], known, n=1, cutoff=0.0)
-        raise ConfigError(f"unknown config key 'planet.settings.{unknown[0]}'" + (f"; did you mean '{hint[0]}'?" if hint else ""))
-    settings = {k: tuple(tuple(x) for x in v) if k == "mountains" else v for k, v in config.planet.settings.items()}
-    return PlanetConfig(**settings)
+    settings = build(PlanetConfig, config.planet.settings, "planet.settings")
+    return replace(settings, mountains=tuple(tuple(m) for m in settings.mountains),
+                   stirring_band=tuple(settings.stirring_band))
 
 
 def make_planet(config: Config) -> tuple[Path, Path]:
@@ -180,10 +178,9 @@ def run_ensemble(config: Config, members: str | None = None, init_times: str | N
         init_indices = range(a, b)
     path = store_path(config, experiment)
     if not (path / "zarr.json").is_file():  # bad input must not leave a store behind
-        from workflows.preflight import check_initial_states, check_writable
+        from workflows.preflight import check_run
 
-        check_initial_states(engine, init_indices)
-        check_writable(path)
+        check_run(engine, path, init_indices)
     from workflows.errors import naming
 
     with naming(path):  # a full disk names the store
@@ -195,13 +192,15 @@ def run_ensemble(config: Config, members: str | None = None, init_times: str | N
 
 # -- scoring --------------------------------------------------------------------------------------
 def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: str = "", slurm=None, regions=(),
-                chunk_mb: float = 64, worker_memory: str = "") -> Path:
+                chunk_mb: float = 64, worker_memory: str = "", allow_partial: bool = False) -> Path:
     """Score an ensemble store against the truth on Dask; write ``scores.nc`` and the report.
 
     The cluster is ``scheduler`` (an address), else Slurm jobs (``slurm``: a
     :class:`workflows.cluster.SlurmOptions`), else a local cluster of ``workers`` processes (default: one per
     core). ``regions`` adds user boxes (:class:`forecast.verify.Region`) to the standard four. Progress is a bar
-    on a terminal and a log line per finished score otherwise.
+    on a terminal and a log line per finished score otherwise. An unfinished store is refused (``StoreError``)
+    unless ``allow_partial``: then the members finished at every start date are scored, and ``scores.nc``
+    (attribute ``partial``) and the report say so.
     """
     import xarray as xr
 
@@ -210,19 +209,32 @@ def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: st
     from workflows.cluster import LOCAL_WORKER_MEMORY, dask_client
     from workflows.report import write_report
 
+    from workflows.completeness import check_scorable, clear_scored, finished_members, mark_scored, select_members
+
+    check_scorable(store_path)
+    members, partial = finished_members(store_path, allow_partial)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    clear_scored(out_dir)
     forecast = open_ensemble(store_path, chunk_bytes=int(chunk_mb * 2**20))
+    if members is not None:
+        log.warning("score: %s", partial)
+        forecast = select_members(forecast, members)
     truth = xr.open_zarr(str(truth_path), consolidated=False)
     began = time.perf_counter()
     with dask_client(workers or available_cores(), scheduler, slurm, worker_memory or LOCAL_WORKER_MEMORY) as client:
         lazy = score_ensemble(forecast, truth, regions=tuple(verify.REGIONS) + tuple(regions))
         scores = _compute_with_progress(client, lazy)
     log.info("score: %s scored in %.1f s", store_path, time.perf_counter() - began)
+    if partial:
+        scores.attrs["partial"] = partial
     tmp = out_dir / "scores.nc.partial"
     scores.to_netcdf(tmp)
     os.replace(tmp, out_dir / "scores.nc")
-    return write_report(scores, out_dir, store_path)
+    report = write_report(scores, out_dir, store_path)
+    mark_scored(out_dir, [p for p in out_dir.iterdir() if p.is_file() and not p.name.startswith(".")
+                          and not p.name.endswith(".partial")])  # last: the whole output is there
+    return report
 
 
 def _compute_with_progress(client, lazy):
