@@ -59,7 +59,11 @@ def load_skill(checkpoint_dir: str | os.PathLike, lead_hours: int) -> dict:
     path = Path(checkpoint_dir) / SKILL_FILE
     if not path.is_file():
         raise InputError(f"{path} not found: run 'forecast skill' for this checkpoint first")
-    record = json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text())
+        record["rmse"], record["lead_hours"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise InputError(f"{path} is not a skill file ({type(error).__name__}: {error}): rerun 'forecast skill'") from None
     if record.get("lead_hours") != lead_hours:
         raise InputError(f"{path} holds the RMSE at {record.get('lead_hours')} h, not at {lead_hours} h: rerun 'forecast skill'")
     return record["rmse"]

@@ -78,7 +78,7 @@ def report_internal_error(error: BaseException, debug: bool = False) -> str:
     temporary folder; stderr too with ``debug``) and return the one line for stderr."""
     text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     summary = f"{type(error).__name__}: {describe(error)}" if str(error) else type(error).__name__
-    files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler) and h.baseFilename != os.devnull]
     record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "internal error: %s", (summary,),
                             (type(error), error, error.__traceback__))
     for handler in files:

@@ -123,9 +123,9 @@ def check_writable(path: str | os.PathLike) -> None:
     (mode 0750) and accepts a file; raise ``InputError`` for a path too long, else ``SystemFailure`` naming
     the folder. Folders created here are removed again when the check fails."""
     path = Path(os.path.abspath(path))
-    _check_length(path)
+    check_path_length(path)
     folder = path.parent
-    made = [p for p in (folder, *folder.parents) if not p.exists()]
+    made = [p for p in (folder, *folder.parents) if not os.path.exists(p)]
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o750)
         with tempfile.TemporaryFile(dir=folder):
@@ -146,8 +146,11 @@ def check_writable(path: str | os.PathLike) -> None:
         raise SystemFailure(error.errno, f"output folder {folder} is not writable ({reason})") from None
 
 
-def _check_length(path: Path) -> None:
-    existing = next(p for p in (path, *path.parents) if p.exists())
+def check_path_length(path: str | os.PathLike) -> None:
+    """Refuse (``InputError``) a path with a name longer than the file system allows, or one so long that the
+    store's own files below it would pass the longest path the file system allows."""
+    path = Path(os.path.abspath(path))
+    existing = next(p for p in (path, *path.parents) if os.path.exists(p))  # os.path: never raises
     name_max = os.pathconf(existing, "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
     path_max = os.pathconf(existing, "PC_PATH_MAX") if hasattr(os, "pathconf") else 4096
     long_names = [part for part in path.parts if len(os.fsencode(part)) > name_max]
@@ -155,8 +158,8 @@ def _check_length(path: Path) -> None:
         raise InputError(f"output path {_short(path)}: the name {_short(Path(long_names[0]))} is longer than the "
                          f"{name_max} bytes the file system allows")
     if len(os.fsencode(str(path))) + STORE_DEPTH >= path_max:
-        raise InputError(f"output path {_short(path)} is {len(os.fsencode(str(path)))} bytes long; with the store's "
-                         f"own files it would pass the {path_max} bytes the file system allows")
+        raise InputError(f"output path {_short(path)} is too long ({len(os.fsencode(str(path)))} bytes): with the "
+                         f"store's own files it would pass the {path_max} bytes the file system allows")
 
 
 def _short(path: Path, keep: int = 60) -> str:

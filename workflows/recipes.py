@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from forecast.errors import InputError
 from workflows.config import Config, ConfigError
 from workflows.training import available_cores, checkpoint_dirs, model_sets, train_checkpoints  # noqa: F401
 
@@ -177,8 +178,10 @@ def run_ensemble(config: Config, members: str | None = None, init_times: str | N
         a, b = parse_member_range(init_times, len(engine.init_times), "start date")
         init_indices = range(a, b)
     path = store_path(config, experiment)
+    from workflows.preflight import check_path_length, check_run
+
+    check_path_length(path)
     if not (path / "zarr.json").is_file():  # bad input must not leave a store behind
-        from workflows.preflight import check_run
 
         check_run(engine, path, init_indices)
     from workflows.errors import naming
@@ -212,6 +215,8 @@ def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: st
     from workflows.completeness import check_scorable, clear_scored, finished_members, mark_scored, select_members
 
     check_scorable(store_path)
+    if not Path(truth_path).exists():
+        raise InputError(f"truth {truth_path} does not exist")
     members, partial = finished_members(store_path, allow_partial)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
@@ -237,22 +242,37 @@ def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: st
     return report
 
 
-def _compute_with_progress(client, lazy):
-    """Compute every score of ``lazy`` in one graph (shared reads are read once), showing progress."""
-    from distributed import as_completed, progress
+def _compute_with_progress(client, lazy, poll: float = 5.0):
+    """Compute every score of ``lazy`` in one graph (shared reads are read once), showing progress. On Slurm
+    workers, jobs lost mid-way are replaced (:class:`workflows.cluster.LostWorkerJobs`); a task whose workers
+    keep dying is a ``SystemFailure``."""
+    from distributed import progress, wait
+    from distributed.scheduler import KilledWorker
+
+    from forecast.errors import SystemFailure
+    from workflows.cluster import LostWorkerJobs
 
     names = list(lazy.data_vars)
     futures = client.compute([lazy[name] for name in names])
     if sys.stderr.isatty() and log.isEnabledFor(logging.INFO):
         progress(futures)
-    done = 0
-    began = time.perf_counter()
-    for _ in as_completed(futures):
-        done += 1
+    watch = LostWorkerJobs(client)
+    pending, done, began = set(futures), 0, time.perf_counter()
+    while pending:
+        try:
+            finished, pending = wait(pending, timeout=poll, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            watch.check()
+            continue
+        done += len(finished)
         log.info("score: %d/%d scores done (%.0f s)", done, len(names), time.perf_counter() - began)
     result = lazy.copy()
-    for name, future in zip(names, futures):
-        result[name] = future.result()
+    try:
+        for name, future in zip(names, futures):
+            result[name] = future.result()
+    except KilledWorker as error:
+        raise SystemFailure(f"Dask workers died computing the scores ({error}); out of memory? "
+                            "Give workers more memory (--worker-memory, --slurm-memory) and rerun") from None
     return result.compute()
 
 
