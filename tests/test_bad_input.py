@@ -191,6 +191,7 @@ def test_existing_store_with_another_schema(tiny_world, forecast_processes, comp
     assert {p: p.read_bytes() for p in store.rglob("*") if p.is_file()} == before  # untouched
 
 
+@pytest.mark.system
 def test_read_only_output_folder(tiny_world, forecast_processes, tmp_path):
     with tmpfs(tmp_path / "ro", "1m", read_only=True) as folder:
         result = run(forecast_processes, tiny_world, folder / "s.zarr")
@@ -376,3 +377,19 @@ def test_a_bug_is_an_internal_error_with_its_traceback_kept(monkeypatch, capsys,
     assert cli.main(["-q", "--debug", "run", TINY]) == 1
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and "in buggy" in err
+
+
+def test_an_all_nan_truth_channel_gives_no_exceedance_maps_not_zero():
+    import warnings
+
+    from forecast.mock import mock_ensemble
+    from forecast.scores import score_ensemble
+
+    forecast, truth = mock_ensemble(members=6, leads=2)
+    truth["t2m"] = truth["t2m"] * np.nan  # a channel the truth does not have
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices
+        scores = score_ensemble(forecast, truth).compute()
+    maps = scores["exceedance_probability_map"]
+    assert maps.sel(channel="t2m").isnull().all()
+    assert maps.sel(channel="z500").notnull().all() and float(maps.sel(channel="z500").max()) > 0

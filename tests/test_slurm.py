@@ -21,14 +21,21 @@ import pytest
 import xarray as xr
 
 from forecast.store import EnsembleStore
-from local_slurm import LocalSlurm, SlurmUnavailable
-from system import unavailable
+from local_slurm import LocalSlurm, SlurmUnavailable, unavailable_reason
+from system import required, unavailable
 from workflows.config import bundled_config, load_config
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 TINY = str(bundled_config("tiny"))
 CYCLE = "2000-01-30T00"
 MEMBERS = 40  # per checkpoint: 81 members, long enough to signal the job while it runs
+
+# decided when collected, so a machine without Slurm skips these without building the tiny world first;
+# where the system tests are required (CI) the `slurm` fixture fails instead
+REASON = unavailable_reason()
+pytestmark = [pytest.mark.system, pytest.mark.skipif(REASON is not None and not required(),
+                                                     reason=f"no local Slurm: {REASON} (system test; "
+                                                            "FORECAST_REQUIRE_SYSTEM_TESTS=1 makes this a failure)")]
 
 
 @pytest.fixture(scope="module")
@@ -153,13 +160,24 @@ def scored_locally(tiny_world, forecast_processes, tmp_path_factory):
                                  "ensemble.members_per_checkpoint=20")
     assert ran.returncode == 0, ran.stderr
     local = forecast_processes.run("-q", "score", store, "--truth", tiny_world.paths.resolve("nature"),
-                                   "--out", folder / "local", "--workers", "2", "--chunk-mb", "0.05")
+                                   "--out", folder / "local", "--workers", "2", "--chunk-mb", "0.2")
     assert local.returncode == 0, local.stderr
     return store, folder / "local" / "scores.nc"
 
 
+def assert_same_scores(a, b):
+    """Equal scores; a member within rounding of k sigma may count on one side in one run and on the other in
+    the next (the float64 mean and variance are summed in an order that depends on array alignment), so
+    the sigma exceedance fractions agree to one such member."""
+    a, b = xr.open_dataset(a), xr.open_dataset(b)
+    assert a.attrs == b.attrs and set(a.data_vars) == set(b.data_vars)
+    for name in a.data_vars:
+        atol = 1e-3 if name == "sigma_exceedance_fraction" else 0
+        xr.testing.assert_allclose(a[name], b[name], rtol=1e-6, atol=atol)
+
+
 def score_on_slurm(slurm, processes, world, store, out, wait=True):
-    args = ("score", store, "--truth", world.paths.resolve("nature"), "--out", out, "--chunk-mb", "0.05", *SLURM_WORKERS)
+    args = ("score", store, "--truth", world.paths.resolve("nature"), "--out", out, "--chunk-mb", "0.2", *SLURM_WORKERS)
     # the worker jobs run this Python with this checkout importable; their logs go to the output folder's parent
     started = processes.start(*args, cwd=Path(out).parent, env={**job_env(slurm), "PYTHONPATH": str(REPOSITORY)})
     return started.wait(600) if wait else started
@@ -171,7 +189,7 @@ def test_score_on_slurm_workers_writes_the_same_scores_as_a_local_cluster(tiny_w
     result = score_on_slurm(slurm, forecast_processes, tiny_world, store, tmp_path / "slurm")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "1 Slurm job(s) of 2 worker(s) requested" in result.stderr
-    xr.testing.assert_identical(xr.open_dataset(local), xr.open_dataset(tmp_path / "slurm" / "scores.nc"))
+    assert_same_scores(local, tmp_path / "slurm" / "scores.nc")
 
 
 def test_a_worker_job_cancelled_mid_way_is_replaced_and_the_scores_complete(tiny_world, slurm, forecast_processes,
@@ -191,4 +209,4 @@ def test_a_worker_job_cancelled_mid_way_is_replaced_and_the_scores_complete(tiny
     assert result.returncode == 0, result.stderr[-3000:]
     assert "submitting 1 replacement job(s) (1 of at most 2)" in result.stderr
     assert time.monotonic() - began < 240
-    xr.testing.assert_identical(xr.open_dataset(local), xr.open_dataset(tmp_path / "slurm" / "scores.nc"))
+    assert_same_scores(local, tmp_path / "slurm" / "scores.nc")

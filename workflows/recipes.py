@@ -182,7 +182,6 @@ def run_ensemble(config: Config, members: str | None = None, init_times: str | N
 
     check_path_length(path)
     if not (path / "zarr.json").is_file():  # bad input must not leave a store behind
-
         check_run(engine, path, init_indices)
     from workflows.errors import naming
 
@@ -210,9 +209,8 @@ def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: st
     from forecast import verify
     from forecast.scores import open_ensemble, score_ensemble
     from workflows.cluster import LOCAL_WORKER_MEMORY, dask_client
-    from workflows.report import write_report
-
     from workflows.completeness import check_scorable, clear_scored, finished_members, mark_scored, select_members
+    from workflows.report import write_report
 
     check_scorable(store_path)
     if not Path(truth_path).exists():
