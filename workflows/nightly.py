@@ -228,7 +228,7 @@ def _score(config: Config, root: Path, submitted: dict, jobs: dict) -> list[str]
         if is_scored(out):  # the marker `forecast score` writes last; a killed scoring is redone
             continue
         pending_job = submitted.get(folder.name)  # Slurm: the store is written by a queued job
-        if pending_job is None and (not store.exists() or store_state(store) != "done"):
+        if pending_job is None and (not store.exists() or _state_or_warn(store, folder.name) != "done"):
             continue
         if store.exists():
             arrives = verification_arrives(store)
@@ -249,6 +249,18 @@ def _score(config: Config, root: Path, submitted: dict, jobs: dict) -> list[str]
             if job:
                 jobs[f"score {folder.name}"] = job
     return scored
+
+
+def _state_or_warn(store: Path, cycle: str) -> str:
+    """:func:`store_state`, or ``damaged`` (with a warning) for a store that cannot be opened: an old cycle's
+    broken store does not stop the night."""
+    from forecast.store import StoreError
+
+    try:
+        return store_state(store)
+    except StoreError as error:
+        log.warning("nightly: cycle %s: not scored: %s", cycle, error)
+        return "damaged"
 
 
 # -- Slurm ------------------------------------------------------------------------------------------
