@@ -166,9 +166,10 @@ def scored_locally(tiny_world, forecast_processes, tmp_path_factory):
 
 
 def assert_same_scores(a, b):
-    """Equal scores; a member within rounding of k sigma may count on one side in one run and on the other in
-    the next (the float64 mean and variance are summed in an order that depends on array alignment), so
-    the sigma exceedance fractions agree to one such member."""
+    """Equal scores. Seen here: every score but ``sigma_exceedance_fraction`` came out identical, and that one
+    differed slightly: a member within rounding of k sigma of the mean counts on either side when the
+    float64 mean and variance differ in the last bit between processes (cause not pinned down), so the
+    fractions are compared to 1e-3 and everything else to float32 rounding."""
     a, b = xr.open_dataset(a), xr.open_dataset(b)
     assert a.attrs == b.attrs and set(a.data_vars) == set(b.data_vars)
     for name in a.data_vars:
