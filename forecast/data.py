@@ -126,6 +126,26 @@ def _is_system_layout(ds) -> bool:
     return not any(str(v) in era5_names and not is_known_channel(str(v)) for v in ds.data_vars)
 
 
+def system_dataset(ds, channels=None, name: str = "source") -> tuple[object, dict]:
+    """``ds`` in the system's layout, whichever layout it came in, and why requested channels are missing.
+
+    A dataset already in the system's layout is kept as it is; anything else is read as ERA5 in
+    WeatherBench2, ARCO-ERA5 or CDS layout (``forecast.era5.era5_dataset``: names, levels, units,
+    latitude order and longitude convention). With ``channels`` only those are kept; the second value
+    maps each requested channel the data cannot provide to the reason.
+    """
+    fields = [v for v, da in ds.data_vars.items() if da.dims == ("time", "lat", "lon")]
+    others = [c for c in channels or () if c in ds.data_vars and c not in fields]  # e.g. an ensemble dimension
+    if others or not _is_system_layout(ds):
+        from forecast.era5 import era5_dataset
+
+        return era5_dataset(ds, channels, name=name)
+    if channels is None:
+        return ds[fields], {}
+    missing = {c: f"{name}: no variable {c} (it has {sorted(map(str, fields))})" for c in channels if c not in fields}
+    return ds[[c for c in channels if c in fields]], missing
+
+
 def open_source(path, name: str | None = None, grid: Grid | None = None, channels=None, regrid: bool = False) -> Source:
     """Open a data source (Zarr store or netCDF file) as a ``Source``.
 

@@ -23,6 +23,7 @@ import os
 
 import numpy as np
 
+from forecast.channels import channel_attrs
 from forecast.data import DataError, Source
 from forecast.grid import Grid
 from forecast.lexicon import (LAT_DIMS, LEVEL_DIMS, LON_DIMS, TIME_DIMS, candidate_variables, canonical_channel,
@@ -164,6 +165,8 @@ def era5_dataset(dataset, channels=None, layout: str = "auto", name: str = "ERA5
             continue
         da = da.transpose("time", "lat", "lon").isel(lat=_as_slice(lat_index), lon=_as_slice(lon_index))
         da = da.reset_coords(drop=True).assign_coords(lat=("lat", lat), lon=("lon", lon))  # no stray coords
+        da = da.copy(deep=False)
+        da.attrs = channel_attrs(channel)  # the values are in our units now, and so are the attributes
         out[channel] = da
     result = xr.Dataset(out, coords={"time": ds["time"].values, "lat": lat, "lon": lon})
     result.attrs["source_layout"] = layout
@@ -208,7 +211,9 @@ def _channel(ds, channel, layout, levels, name):
                                 f"levels are {shown}")
             da = da.isel(level=int(match[0]), drop=True)
         elif "level" in da.dims:
-            continue
+            if da.sizes["level"] != 1:
+                continue
+            da = da.isel(level=0, drop=True)  # a surface field written over a one-value level axis
         da = _squeeze_extra_dims(da, name, variable)
         if not np.issubdtype(da.dtype, np.floating):
             raise DataError(f"{name}: variable {variable} has dtype {da.dtype}; a floating-point field is required")

@@ -74,16 +74,59 @@ def ensemble_chunks(sizes: dict, store_chunks: dict, chunk_bytes: int = 64 << 20
     return {"member": -1, "init_time": init, "lead_time": lead, "lat": rows, "lon": lon}
 
 
-def open_ensemble(path, chunk_bytes: int = 64 << 20) -> xr.Dataset:
-    """Open a store lazily in Dask chunks from :func:`ensemble_chunks` (all members per chunk)."""
-    plain = xr.open_zarr(str(path), consolidated=False, chunks=None)
-    store_chunks = _store_chunks(plain)
+def open_ensemble(path, chunk_bytes: int = 64 << 20, dims: dict | None = None) -> xr.Dataset:
+    """Open a store lazily in Dask chunks from :func:`ensemble_chunks` (all members per chunk).
+
+    ``dims`` names the dimensions of a store another tool wrote (the system's name -> the store's, e.g.
+    ``{"member": "ensemble", "init_time": "time"}``); the store is returned with the system's names, its
+    variables in ERA5 layout names (``geopotential`` over ``level``) as our channels.
+    A path that is no Zarr store, or a store without a needed dimension, raises a ``StoreError`` naming it.
+    """
+    plain, renames = _open_foreign(path, dims)
+    store_chunks = {renames.get(d, d): n for d, n in _store_chunks(plain).items()}
+    plain = plain.rename(renames)
     schema = _schema(plain)
     if "lead_time" not in store_chunks and schema is not None:
         store_chunks["lead_time"] = schema.store_layout.lead_chunk
     chunks = ensemble_chunks(dict(plain.sizes), store_chunks, chunk_bytes)
     log.info("score: %d members, Dask chunks %s (store chunks %s)", plain.sizes["member"], chunks, store_chunks)
-    return xr.open_zarr(str(path), consolidated=False, chunks=chunks)
+    theirs = {ours: theirs for theirs, ours in renames.items()}
+    opened = xr.open_zarr(str(path), consolidated=False if schema else None,
+                          chunks={theirs.get(d, d): n for d, n in chunks.items()})
+    opened = opened.rename(renames)
+    return opened if schema else verify.forecast_channels(opened)  # ERA5 layout names -> our channels
+
+
+def _open_foreign(path, dims: dict | None):
+    """The store opened without Dask, and the renames to the system's dimension names (checked)."""
+    import warnings
+
+    from forecast.store import StoreError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # "failed to open consolidated metadata"
+            plain = xr.open_zarr(str(path), consolidated=None, chunks=None)
+    except Exception as error:  # zarr and xarray raise many types for what is not a store
+        raise StoreError(f"{path} is not a readable Zarr store ({' '.join(str(error).split())})") from None
+    try:
+        renames = verify.forecast_renames(plain.dims, dims)
+    except ValueError as error:
+        raise StoreError(f"{path}: {error}") from None
+    for role, kind in (("init_time", "M"), ("lead_time", "m")):
+        name = next((theirs for theirs, ours in renames.items() if ours == role), role)
+        if plain[name].dtype.kind != kind:
+            raise StoreError(f"{path}: dimension {name!r} ({role}) holds {plain[name].dtype}, not "
+                             f"{'datetimes' if kind == 'M' else 'time differences'}")
+    return plain, renames
+
+
+def open_truth(path) -> xr.Dataset:
+    """The truth at ``path`` (Zarr store or netCDF file) opened lazily; its layout is read when it is scored
+    (:func:`scoring_truth`). A path that is neither raises a ``DataError`` naming it."""
+    from forecast.era5 import open_dataset
+
+    return open_dataset(path)
 
 
 def control_member(forecast: xr.Dataset) -> int | None:
@@ -108,8 +151,32 @@ def truth_climate(truth: xr.Dataset, forecast: xr.Dataset, time_dim: str = "time
     return thresholds, model_climate, sample
 
 
+def scoring_truth(forecast: xr.Dataset, truth: xr.Dataset, regrid: bool = False, name: str = "truth"):
+    """``(channels, truth at the valid times, truth fields on the forecast grid)`` for scoring.
+
+    ``truth`` is any layout ``forecast run`` reads (``forecast.verify.forecast_truth``: the system's,
+    WeatherBench2, ARCO-ERA5, CDS), covering the forecast's area and times or more; channels it lacks
+    are left out with a warning; the fields keep the truth's whole time axis (its climate).
+    """
+    schema = _schema(forecast)
+    fields = [v for v, da in forecast.data_vars.items() if set(verify.FORECAST_DIMS) <= set(da.dims)]
+    order = list(schema.channels if schema else ()) + sorted(fields)  # the model's order first
+    channels = [c for c in dict.fromkeys(order) if c in fields]
+    if not channels:
+        raise InputError(f"the forecast has no field with dimensions member, init_time, lead_time, lat, lon "
+                         f"(variables {list(forecast.data_vars)})")
+    on_grid = verify.forecast_truth(forecast[channels], truth, regrid, name)
+    channels = [c for c in channels if c in on_grid.data_vars]
+    # in the forecast's precision: a float64 copy of float32 fields scores exactly as the float32 original
+    on_grid = on_grid[channels].assign({c: on_grid[c].astype(forecast[c].dtype) for c in channels})
+    aligned = verify.valid_time_truth(forecast[channels], on_grid, name=name)
+    if forecast.chunks:
+        aligned = aligned.chunk({d: forecast.chunksizes[d] for d in aligned.dims if d in forecast.chunksizes})
+    return channels, aligned, on_grid
+
+
 def score_ensemble(forecast: xr.Dataset, truth: xr.Dataset, dims=SCORE_DIMS, regions=verify.REGIONS,
-                   climate: bool = True) -> xr.Dataset:
+                   climate: bool = True, regrid: bool = False) -> xr.Dataset:
     """Lazy scores per ``(channel, lead_time, region)``.
 
     Fair and standard CRPS, CRPS skill score against the truth's climatology, ensemble-mean RMSE and
@@ -119,20 +186,15 @@ def score_ensemble(forecast: xr.Dataset, truth: xr.Dataset, dims=SCORE_DIMS, reg
     histogram (``rank``), members beyond k sigma (``k``), reliability diagrams (``event, bin``), and
     maps ``(channel, event, lat, lon)`` / ``(channel, lat, lon)`` of exceedance probability and EFI at
     the first start date and last lead. ``climate=False`` leaves out what needs the truth's climatology.
+    ``truth`` is any layout :func:`scoring_truth` reads; ``regrid`` puts a truth on another grid on the
+    forecast's (refused otherwise).
     """
-    schema = _schema(forecast)
-    order = list(schema.channels if schema else ()) + sorted(forecast.data_vars)  # the model's order first
-    channels = [c for c in dict.fromkeys(order) if c in forecast.data_vars and c in truth.data_vars]
-    if not channels:
-        raise InputError(f"truth shares no channel with the forecast ({list(forecast.data_vars)})")
+    channels, aligned, truth = scoring_truth(forecast, truth, regrid)
     dims = list(dims)
-    aligned = verify.align_truth(forecast[channels], truth[channels])
-    if forecast.chunks:
-        aligned = aligned.chunk({d: forecast.chunksizes[d] for d in aligned.dims if d in forecast.chunksizes})
     control = control_member(forecast)
     m = forecast.sizes["member"]
     if climate:
-        thresholds, model_climate, sample = truth_climate(truth[channels], forecast)
+        thresholds, model_climate, sample = truth_climate(truth, forecast)
     per_channel = []
     for name in channels:
         f, y = forecast[name], aligned[name]

@@ -4,8 +4,9 @@ The sun's position follows the low-precision formulas of Meeus (*Astronomical Al
 also used by climt and makani: mean anomaly and mean longitude of the sun, the equation of the centre,
 the obliquity of the ecliptic, and the Greenwich mean sidereal time (AIAA 2006). Accuracy is about
 0.01 degree in declination, far below what matters for a weather model's input. Everything is
-computed in float64; makani's own version runs in float32 and differs from this one by up to about
-5e-3 in the cosine (float32 cannot hold seconds since 2000 exactly).
+computed in float64. makani's own version runs in float32 and differs from this one by up to 5e-3 in
+2010-2018, 7e-3 in 2024 and 1e-2 by 2029 (float32 cannot hold the sidereal time exactly; the gap grows with
+the distance from 2000): :func:`cos_zenith_float32` reproduces it for models trained on it (docs/makani.md).
 
 Times are UTC (``numpy.datetime64``, naive). Only numpy here.
 """
@@ -86,3 +87,64 @@ def cos_zenith(times, lat, lon) -> np.ndarray:
     hour_angle = sidereal[expand] + lon - right_ascension[expand]
     return (np.sin(lat) * np.sin(declination[expand])
             + np.cos(lat) * np.cos(declination[expand]) * np.cos(hour_angle))
+
+
+def cos_zenith_float32(times, lat, lon) -> np.ndarray:
+    """The cosine of the solar zenith angle as makani v0.1.0 computes it: the same formulas in float32.
+
+    makani converts the time to float32 days since J2000.0 and evaluates every formula in float32, so
+    Greenwich sidereal time (about 6e8 seconds of arc in 2020) is rounded to about a minute of time: the
+    result differs from :func:`cos_zenith` by up to a few 1e-3. Checkpoints trained by makani saw these
+    values, so imported makani models use this arithmetic by default (``docs/makani.md``). Other
+    differences of makani's version, kept here: right ascension through the half-angle form
+    ``2 atan2(y, x + r)``, declination as ``atan2(z, r)``, and the sidereal-time cubic coefficient
+    ``6.2e-5`` (the AIAA value is ``6.2e-6``; the term is below 1e-9 s today).
+
+    Parameters
+    ----------
+    times : datetime64 scalar or array
+        Valid times, UTC.
+    lat, lon : 1-D arrays
+        Latitudes and longitudes of the grid in degrees.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, shape ``times.shape + (len(lat), len(lon))``.
+
+    Examples
+    --------
+    >>> a = cos_zenith_float32(np.datetime64("2018-06-21T06:00"), [45.0], [90.0])
+    >>> b = cos_zenith(np.datetime64("2018-06-21T06:00"), [45.0], [90.0])
+    >>> a.dtype.name, bool(abs(float(a[0, 0]) - b[0, 0]) < 1e-2)
+    ('float32', True)
+    """
+    f32 = np.float32
+    times = np.asarray(times, dtype="datetime64[us]")
+    shape = times.shape
+    micro = (times.reshape(-1) - J2000.astype("datetime64[us]")).astype(np.int64)
+    days = (micro / (86400 * 10**6)).astype(f32)[:, None, None]
+    t = days / f32(36525.0)  # julian centuries, float32 throughout from here
+    seconds = f32(67310.54841) + t * (f32(876600 * 3600 + 8640184.812866) + t * (f32(0.093104) - t * f32(6.2) * f32(10e-6)))
+    sidereal = np.mod(np.deg2rad(seconds / f32(240.0)), f32(2 * np.pi)).astype(f32)
+    anomaly = np.deg2rad(f32(357.52910) + f32(35999.05030) * t - f32(0.0001559) * t * t - f32(0.00000048) * t * t * t,
+                         dtype=f32)
+    longitude = np.deg2rad(f32(280.46645) + f32(36000.76983) * t + f32(0.0003032) * t**2, dtype=f32)
+    centre = np.deg2rad((f32(1.914600) - f32(0.004817) * t - f32(0.000014) * t**2) * np.sin(anomaly)
+                        + (f32(0.019993) - f32(0.000101) * t) * np.sin(f32(2) * anomaly)
+                        + f32(0.000290) * np.sin(f32(3) * anomaly), dtype=f32)
+    ecliptic = longitude + centre
+    obliquity = np.deg2rad(f32(23.0 + 26.0 / 60 + 21.406 / 3600.0)
+                           - (f32(46.836769) * t - f32(0.0001831) * t**2 + f32(0.00200340) * t**3
+                              - f32(0.576e-6) * t**4 - f32(4.34e-8) * t**5) / f32(3600.0), dtype=f32)
+    x = np.cos(ecliptic)
+    y = np.cos(obliquity) * np.sin(ecliptic)
+    z = np.sin(obliquity) * np.sin(ecliptic)
+    r = np.sqrt(f32(1.0) - z * z)
+    declination = np.arctan2(z, r)
+    right_ascension = (f32(2.0) * np.arctan2(y, x + r)).astype(f32)
+    lat2, lon2 = np.meshgrid(np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64), indexing="ij")
+    lat_rad, lon_rad = np.deg2rad(lat2, dtype=f32)[None], np.deg2rad(lon2, dtype=f32)[None]
+    hour_angle = sidereal + lon_rad - right_ascension
+    out = np.sin(lat_rad) * np.sin(declination) + np.cos(lat_rad) * np.cos(declination) * np.cos(hour_angle)
+    return out.astype(f32).reshape(shape + out.shape[1:])

@@ -3,7 +3,10 @@
 makani's preprocessor and model wrapper append, after the normalised state channels and in this order:
 
 1. ``cos_zenith``: the cosine of the solar zenith angle at the *valid time of the input state*
-   (``forecast.solar``), unnormalised. The model needs that time at every step.
+   (``forecast.solar``), unnormalised. The model needs that time at every step. ``"cos_zenith": true``
+   computes it in float64 (``forecast.solar.cos_zenith``); ``"cos_zenith": "makani-float32"`` reproduces
+   makani's float32 arithmetic bit for bit (``forecast.solar.cos_zenith_float32``), the values makani's
+   checkpoints were trained on (the default for imported makani packages, ``docs/makani.md``).
 2. grid features (``add_grid``): the two coordinates ``(y, x)`` of each point, either in [0, 1)
    (``coordinates="unit"``: ``linspace(0, 1, n + 1)[:-1]``, makani's default) or as latitude and longitude
    in radians (``"radians"``, when the package's ``config.json`` carries ``lat``/``lon``); with
@@ -31,6 +34,8 @@ from forecast.grid import Grid
 
 GRID_KINDS = ("sinusoidal", "linear")
 GRID_COORDINATES = ("unit", "radians")
+#: how the cosine of the solar zenith angle is computed: ours in float64, or makani v0.1.0's float32 arithmetic
+COS_ZENITH_ARITHMETIC = ("float64", "makani-float32")
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class ExtraInputSpec:
     grid_frequencies: int = 0
     grid_coordinates: str = "unit"
     static: tuple = ()
+    cos_zenith_arithmetic: str = "float64"
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "ExtraInputSpec":
@@ -70,12 +76,18 @@ class ExtraInputSpec:
         static = tuple(str(s) for s in d.get("static", ()))
         if len(set(static)) != len(static):
             raise InputError(f"static input names must be distinct, got {static}")
-        return cls(bool(d.get("cos_zenith", False)), kind, frequencies, coordinates, static)
+        zenith = d.get("cos_zenith", False)
+        arithmetic = "float64"
+        if isinstance(zenith, str):
+            if zenith not in COS_ZENITH_ARITHMETIC:
+                raise InputError(f"cos_zenith must be true, false or one of {COS_ZENITH_ARITHMETIC}, got {zenith!r}")
+            zenith, arithmetic = True, zenith
+        return cls(bool(zenith), kind, frequencies, coordinates, static, arithmetic)
 
     def to_dict(self) -> dict:
         out: dict = {}
         if self.cos_zenith:
-            out["cos_zenith"] = True
+            out["cos_zenith"] = True if self.cos_zenith_arithmetic == "float64" else self.cos_zenith_arithmetic
         if self.grid_kind:
             out["grid"] = {"kind": self.grid_kind, "frequencies": self.grid_frequencies,
                            "coordinates": self.grid_coordinates}
@@ -141,11 +153,12 @@ class ExtraInputs(nn.Module):
             self.register_buffer("static", torch.zeros(1, len(spec.static), grid.nlat, grid.nlon))
 
     def cos_zenith(self, time, batch: int, device, dtype) -> torch.Tensor:
-        from forecast.solar import cos_zenith
+        from forecast.solar import cos_zenith, cos_zenith_float32
 
         times = as_datetime64(time, batch)
         unique, inverse = np.unique(times, return_inverse=True)
-        fields = torch.from_numpy(cos_zenith(unique, self.lat, self.lon).astype(np.float32))
+        formula = cos_zenith_float32 if self.spec.cos_zenith_arithmetic == "makani-float32" else cos_zenith
+        fields = torch.from_numpy(formula(unique, self.lat, self.lon).astype(np.float32))
         return fields[torch.from_numpy(inverse.reshape(-1))].unsqueeze(1).to(device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor, time=None) -> torch.Tensor:

@@ -12,9 +12,12 @@ writes a checkpoint (``card.json`` + ``weights.safetensors``). It refuses, with 
 problem, anything it cannot map exactly: other networks or options that change the computation, a
 weight without a counterpart, missing weights, shapes that disagree, unknown channel names.
 
-The checkpoint is read with ``torch.load(weights_only=True)``: PyTorch's restricted unpickler, which
-admits tensors and plain containers (dict, list, tuple, numbers, strings) only; a pickled object of any
-other class is refused and never constructed.
+The checkpoint ("flexible" or "legacy" layout) is read with ``models.checkpoint.load_restricted``: PyTorch's
+restricted unpickler (tensors, plain containers) plus makani's parameter classes rebuilt as inert records
+(``models.makani_settings.PICKLE_ALLOWLIST``); any other class is refused and never constructed, and no
+module named in the file is imported. The pickled params are cross-checked with ``config.json`` and settings
+that change the arithmetic are refused (``models.makani_settings``). :func:`import_directory` imports a
+folder of packages as ``sfno-0``, ``sfno-1``, ... (``docs/makani.md``).
 
 Mapping notes (makani v0.1.0 -> ours): prefixes ``module.`` and ``model.`` are stripped;
 ``encoder.fwd.k``/``decoder.fwd.k`` -> ``encoder.k``/``decoder.k`` (makani's ``encoder_layers=n`` is our
@@ -29,14 +32,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import pickle
 import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from models.checkpoint import CARD, CheckpointError
+from models.checkpoint import CARD, CheckpointError, InertRecord, load_restricted
+from models.makani_settings import (PARAMS_CLASSES, PICKLE_ALLOWLIST, _fail, _get, _none_like, check_supported,
+                                    pickled_settings, reconcile)
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +62,6 @@ _KEY_MAP = [
 _RECOMPUTED = re.compile(r"(.*\.)?(trans_down|itrans_up|trans|itrans|forward_transform|inverse_transform)\.(weights|pct)")
 
 
-def _fail(root, message):
-    raise CheckpointError(f"makani package {root}: {message}")
-
-
 # -- reading ----------------------------------------------------------------------------------------
 def read_config(root: Path) -> dict:
     path = root / "config.json"
@@ -76,25 +76,6 @@ def read_config(root: Path) -> dict:
     return config
 
 
-def load_restricted(path: Path) -> object:
-    """``torch.load`` with PyTorch's restricted unpickler (tensors and plain containers only)."""
-    try:
-        try:  # memory-map the storages: a HENS checkpoint holds about 9 GB of filters
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as error:
-            if "mmap" not in str(error):
-                raise
-            return torch.load(path, map_location="cpu", weights_only=True)  # the legacy (non-zip) format
-    except pickle.UnpicklingError as error:
-        text = " ".join(str(error).split())
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text) or re.search(r"(Unsupported operand \d+)", text)
-        what = found.group(1) if found else text[:200]
-        raise CheckpointError(f"{path}: refused: it holds a pickled object that is not a tensor or plain container "
-                              f"({what}); only weights are read from foreign checkpoints, nothing else is unpickled") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({' '.join(str(error).split())[:200]})") from None
-
-
 def _strip_prefixes(key: str) -> str:
     while True:
         for prefix in ("module.", "model."):
@@ -106,11 +87,26 @@ def _strip_prefixes(key: str) -> str:
 
 
 def model_state(root: Path) -> dict:
-    """The ``model_state`` of the package's checkpoint, prefixes stripped."""
+    """The ``model_state`` of the package's checkpoint, prefixes stripped (see :func:`read_checkpoint`)."""
+    return read_checkpoint(root)[0]
+
+
+def read_checkpoint(root: Path) -> tuple[dict, dict | None, dict]:
+    """The checkpoint's weights (prefixes stripped), its pickled parameters as plain settings (or ``None``)
+    and a short description of its layout (for the card).
+
+    Both of makani's layouts are read: "flexible" (``model.`` keys, one file) and "legacy" (``module.model.``
+    keys from DDP, ``optimizer_state_dict``, one file per model-parallel rank: only a single-rank one is
+    accepted). Optimizer and scheduler state are read (restricted, never used) and dropped.
+    """
     path = root / CHECKPOINT
     if not path.is_file():
         _fail(root, f"no {CHECKPOINT}")
-    checkpoint = load_restricted(path)
+    ranks = sorted(p.name for p in path.parent.glob("best_ckpt_mp*.tar") if p.name != path.name)
+    if ranks:
+        _fail(root, f"the checkpoint is split over model-parallel ranks ({path.name}, {', '.join(ranks)}); merge it "
+                    "into one file with makani's convert_legacy_to_flexible.py first")
+    checkpoint = load_restricted(path, PICKLE_ALLOWLIST)
     if not isinstance(checkpoint, dict) or "model_state" not in checkpoint:
         keys = sorted(map(str, checkpoint))[:10] if isinstance(checkpoint, dict) else type(checkpoint).__name__
         _fail(root, f"{CHECKPOINT} has no 'model_state' (it holds {keys})")
@@ -122,19 +118,23 @@ def model_state(root: Path) -> dict:
         if not isinstance(value, torch.Tensor):
             _fail(root, f"{CHECKPOINT}: model_state[{key!r}] is a {type(value).__name__}, not a tensor")
         out[_strip_prefixes(str(key))] = value
-    return out
+    params = checkpoint.get("params")
+    if isinstance(params, dict):  # parameters saved as a plain dict: read as they are
+        settings = {str(k): (None if isinstance(v, str) and v == "None" else v) for k, v in params.items()}
+    elif params is None:
+        settings = None
+    elif isinstance(params, InertRecord) and params.class_path in PARAMS_CLASSES:
+        settings = pickled_settings(params)
+    else:
+        _fail(root, f"{CHECKPOINT}: 'params' is a {getattr(params, 'class_path', type(params).__name__)}, "
+                    f"not one of makani's parameter classes {list(PARAMS_CLASSES)}")
+    layout = {"layout": "legacy (DDP module. prefix)" if any(str(k).startswith("module.") for k in state) else "flexible",
+              "contents": sorted(map(str, checkpoint)),
+              "params_class": getattr(params, "class_path", type(params).__name__ if params is not None else None)}
+    return out, settings, layout
 
 
 # -- configuration ----------------------------------------------------------------------------------
-def _get(config, key, default):
-    value = config.get(key, default)
-    return default if value is None else value
-
-
-def _none_like(value) -> bool:
-    return value is None or (isinstance(value, str) and value.lower() in ("none", "null", ""))
-
-
 def channels_and_indices(root: Path, config: dict) -> tuple[list[str], list[int]]:
     """Our channel names, in the model's order, and their indices into the statistics files."""
     from forecast.lexicon import canonical_channel, is_known_channel
@@ -167,55 +167,6 @@ def channels_and_indices(root: Path, config: dict) -> tuple[list[str], list[int]
     if len(set(ours)) != len(ours):
         _fail(root, f"config.json names a channel twice: {ours}")
     return ours, list(indices)
-
-
-def _check_supported(root: Path, config: dict) -> None:
-    """Refuse settings that change the computation in ways our SFNO cannot reproduce."""
-    nettype = str(config.get("nettype", "SFNO")).lower()
-    if nettype not in ("sfno", "sfnonet", "sphericalfourierneuraloperatornet"):
-        _fail(root, f"nettype {config.get('nettype')!r} is not an SFNO")
-    if "nettype" not in config:
-        log.warning("config.json has no nettype: reading it as an SFNO (the weights are checked against one)")
-    rules = [
-        ("spectral_transform", "sht", ("sht",)),
-        ("filter_type", "linear", ("linear",)),
-        ("operator_type", "dhconv", ("dhconv",)),
-        ("normalization_layer", "instance_norm", ("instance_norm", "none")),
-        ("activation_function", "gelu", ("gelu", "relu", "silu")),
-        ("mlp_mode", "serial", ("serial",)),
-        ("normalization", "zscore", ("zscore",)),
-        ("target", "default", ("default",)),
-        ("model_grid_type", "equiangular", ("equiangular", "legendre-gauss")),
-        ("sht_grid_type", "legendre-gauss", ("legendre-gauss", "equiangular")),
-    ]
-    for key, default, allowed in rules:
-        value = _get(config, key, default)
-        if value not in allowed:
-            _fail(root, f"config.json {key}={value!r} is not supported (supported: {list(allowed)})")
-    flags = [("use_mlp", True, True), ("separable", False, False), ("add_cos_to_grid", False, False)]
-    for key, default, required in flags:
-        if bool(_get(config, key, default)) != required:
-            _fail(root, f"config.json {key}={config.get(key)!r} is not supported (needs {required})")
-    for key in ("factorization", "pos_embed"):
-        if not _none_like(config.get(key)):
-            _fail(root, f"config.json {key}={config.get(key)!r} is not supported (only none)")
-    if config.get("bias") not in (None, False, "none"):
-        _fail(root, f"config.json bias={config.get('bias')!r} (a spectral-filter bias) is not supported")
-    for key in ("encoder_ratio", "decoder_ratio", "repeat_layers"):
-        if float(_get(config, key, 1)) != 1:
-            _fail(root, f"config.json {key}={config.get(key)} is not supported (only 1)")
-    if int(_get(config, "n_history", 0)) != 0:
-        _fail(root, f"config.json n_history={config.get('n_history')}: models with history are not supported")
-    if not config.get("img_shape_x") or not config.get("img_shape_y"):
-        _fail(root, "config.json has no img_shape_x/img_shape_y (the grid)")
-    for crop, full in (("img_crop_shape_x", "img_shape_x"), ("img_crop_shape_y", "img_shape_y")):
-        if config.get(crop) not in (None, config[full]):
-            _fail(root, f"config.json {crop}={config[crop]} differs from {full}={config[full]}: cropped models are not supported")
-    if "scale_factor" not in config:
-        _fail(root, "config.json has no scale_factor")
-    data_grid = config.get("data_grid_type")
-    if data_grid not in (None, _get(config, "model_grid_type", "equiangular")):
-        _fail(root, f"config.json data_grid_type={data_grid!r} differs from model_grid_type: not supported")
 
 
 def _extra_inputs(root: Path, config: dict, grid, n_state: int, n_encoder: int | None) -> tuple[dict, torch.Tensor | None]:
@@ -381,14 +332,28 @@ def map_state(root: Path, state: dict, expected: dict) -> dict:
     return mapped
 
 
-def import_package(package, out, name: str | None = None, dt_hours: int | None = None):
+def import_package(package, out, name: str | None = None, dt_hours: int | None = None,
+                   cos_zenith: str = "makani-float32"):
     """Import the makani package at ``package`` into our checkpoint format at ``out``; returns the card.
 
-    Raises ``CheckpointError`` naming what cannot be mapped.
+    Parameters
+    ----------
+    package, out : path-like
+        The package folder and the checkpoint folder to write (must not hold a checkpoint yet).
+    name : str, optional
+        The card's name (default: the package folder's name).
+    dt_hours : int, optional
+        Time step (default: config.json ``dt`` x ``dhours``).
+    cos_zenith : {"makani-float32", "float64"}
+        Arithmetic of the cos-zenith input (models with ``add_zenith``): makani's float32 by default, the
+        values the checkpoint was trained on (``docs/makani.md``); recorded in the card.
+
+    Raises ``CheckpointError`` naming what cannot be mapped, before anything is written.
     """
     from forecast.grid import Grid
     from models.card import ModelCard
     from models.checkpoint import save_weights
+    from models.extra_inputs import COS_ZENITH_ARITHMETIC
     from models.sfno import state_shapes
 
     root, out = Path(package), Path(out)
@@ -396,28 +361,21 @@ def import_package(package, out, name: str | None = None, dt_hours: int | None =
         raise CheckpointError(f"makani package {root} is not a folder")
     if (out / CARD).exists():
         raise CheckpointError(f"{out} already holds a checkpoint; choose another output folder")
+    if cos_zenith not in COS_ZENITH_ARITHMETIC:
+        raise CheckpointError(f"cos_zenith must be one of {COS_ZENITH_ARITHMETIC}, got {cos_zenith!r}")
     config = read_config(root)
-    _check_supported(root, config)
+    check_supported(root, config)  # cheap refusals before the checkpoint is read
+    state, pickled, layout = read_checkpoint(root)
+    config = reconcile(root, config, pickled)
+    check_supported(root, config, report=True)
     channels, indices = channels_and_indices(root, config)
     grid = Grid(int(config["img_shape_x"]), int(config["img_shape_y"]), _get(config, "model_grid_type", "equiangular"))
-    stats = []
-    for filename in (MEANS, STDS):
-        if not (root / filename).is_file():
-            _fail(root, f"no {filename}")
-        try:
-            values = np.load(root / filename, allow_pickle=False).astype(np.float64).reshape(-1)
-        except ValueError as error:
-            _fail(root, f"{filename} is not a plain numeric .npy file ({error})")
-        if len(values) <= max(indices):
-            _fail(root, f"{filename} has {len(values)} values; in_channels needs index {max(indices)}")
-        stats.append(values[indices])
-    mean, std = stats
-    if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
-        _fail(root, f"{STDS}/{MEANS}: statistics must be finite with positive standard deviations")
-    state = model_state(root)
+    mean, std = _statistics(root, indices)
     encoder_in = state.get("encoder.fwd.0.weight")
     extra, static = _extra_inputs(root, config, grid, len(channels),
                                   None if encoder_in is None or encoder_in.ndim != 4 else int(encoder_in.shape[1]))
+    if "cos_zenith" in extra:
+        extra["cos_zenith"] = True if cos_zenith == "float64" else cos_zenith
     sfno = architecture(root, config, len(channels), extra)
     if dt_hours is None:
         dt_hours = int(_get(config, "dt", 1)) * int(_get(config, "dhours", 6))
@@ -434,7 +392,8 @@ def import_package(package, out, name: str | None = None, dt_hours: int | None =
         std=tuple(std), architecture=sfno.to_dict(), name=name or root.resolve().name,
         training={"imported_from": "makani model package", "package": str(root.resolve()),
                   "config_sha256": hashlib.sha256((root / "config.json").read_bytes()).hexdigest(),
-                  "checkpoint_sha256": _file_sha256(root / CHECKPOINT)},
+                  "checkpoint_sha256": _file_sha256(root / CHECKPOINT), "checkpoint": layout,
+                  "cos_zenith_arithmetic": cos_zenith if "cos_zenith" in extra else None},
     )
     expected = state_shapes(sfno)  # names and shapes only: HENS-size weights are not allocated twice
     mapped = map_state(root, state, expected)
@@ -444,9 +403,109 @@ def import_package(package, out, name: str | None = None, dt_hours: int | None =
         mapped["extra.static"] = static
     weights = {f"network.{k}": v.contiguous() for k, v in mapped.items()}
     written = save_weights(weights, card, out)
-    log.info("imported %s: %d channels, %d extra inputs, %d weights -> %s", root, len(channels),
-             sfno.extra_input_count, len(mapped), out)
+    log.info("imported %s (%s checkpoint): %d channels, %d extra inputs, %d weights -> %s", root, layout["layout"],
+             len(channels), sfno.extra_input_count, len(mapped), out)
     return written
+
+
+def _statistics(root: Path, indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    stats = []
+    for filename in (MEANS, STDS):
+        if not (root / filename).is_file():
+            _fail(root, f"no {filename}")
+        try:
+            values = np.load(root / filename, allow_pickle=False).astype(np.float64).reshape(-1)
+        except ValueError as error:
+            _fail(root, f"{filename} is not a plain numeric .npy file ({error})")
+        if len(values) <= max(indices):
+            _fail(root, f"{filename} has {len(values)} values; in_channels needs index {max(indices)}")
+        stats.append(values[indices])
+    mean, std = stats
+    if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+        _fail(root, f"{STDS}/{MEANS}: statistics must be finite with positive standard deviations")
+    return mean, std
+
+
+#: the file recording which package became which checkpoint in a directory import
+IMPORT_MAP = "makani-import.json"
+
+
+def package_order(directory) -> list[Path]:
+    """The packages (sub-folders holding a config.json) of ``directory`` in import order: names sorted with
+    runs of digits compared as numbers (``seed2`` before ``seed10``), then as plain text.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> for n in ("seed10", "seed2", "seed1"):
+    ...     (d / n).mkdir(); (d / n / "config.json").write_text("{}") and None
+    >>> [p.name for p in package_order(d)]
+    ['seed1', 'seed2', 'seed10']
+    """
+    def key(path: Path):
+        parts = re.split(r"(\d+)", path.name)
+        return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts], path.name
+
+    return sorted((p for p in Path(directory).iterdir() if p.is_dir() and (p / "config.json").is_file()), key=key)
+
+
+def import_directory(directory, out, prefix: str = "sfno", cos_zenith: str = "makani-float32") -> list:
+    """Import every package in ``directory`` (:func:`package_order`) as ``out/<prefix>-0``, ``<prefix>-1``, ...
+
+    The mapping (checkpoint folder -> package, checksums) is written to ``out/makani-import.json``. All
+    packages are imported into ``out.partial`` first and renamed to ``out`` at the end: ``out`` appears
+    complete or not at all (a refused package names itself and leaves nothing behind). Returns
+    ``(checkpoint folder, card)`` pairs in import order.
+    """
+    import shutil
+
+    from models.checkpoint import _write_atomic
+
+    directory, out = Path(directory), Path(out)
+    packages = package_order(directory)
+    if not packages:
+        raise CheckpointError(f"{directory}: no makani package in it (no config.json, and no sub-folder with one)")
+    if out.exists() and any(out.iterdir()):
+        raise CheckpointError(f"{out} already exists and is not empty; choose another output folder")
+    for root in packages:  # cheap refusals of every package before anything is read in full or written
+        check_supported(root, read_config(root))
+        for filename in (CHECKPOINT, MEANS, STDS):
+            if not (root / filename).is_file():
+                _fail(root, f"no {filename}")
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    cards, mapping = [], {}
+    try:
+        for k, root in enumerate(packages):
+            target = f"{prefix}-{k}"
+            card = import_package(root, partial / target, cos_zenith=cos_zenith)
+            cards.append((out / target, card))
+            mapping[target] = {"package": root.name, "path": str(root.resolve()), "name": card.name,
+                               "config_sha256": card.training["config_sha256"],
+                               "checkpoint_sha256": card.training["checkpoint_sha256"],
+                               "weights_sha256": card.weights_sha256}
+        record = {"order": "package folder names sorted, digit runs compared as numbers", "source": str(directory.resolve()),
+                  "checkpoints": mapping}
+        _write_atomic(partial / IMPORT_MAP, (json.dumps(record, indent=2) + "\n").encode())
+        if out.exists():
+            out.rmdir()
+        partial.rename(out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    log.info("imported %d packages from %s -> %s (%s)", len(cards), directory, out, IMPORT_MAP)
+    return cards
+
+
+def import_path(package, out, name: str | None = None, dt_hours: int | None = None,
+                cos_zenith: str = "makani-float32") -> list:
+    """One package (a folder with config.json) or a directory of packages (:func:`import_directory`); returns
+    ``(checkpoint folder, card)`` pairs."""
+    root = Path(package)
+    if root.is_dir() and not (root / "config.json").exists() and package_order(root):
+        if name is not None or dt_hours is not None:
+            raise CheckpointError(f"{root} is a directory of packages: --name and --dt-hours apply to one package only")
+        return import_directory(root, out, cos_zenith=cos_zenith)
+    return [(Path(out), import_package(root, out, name=name, dt_hours=dt_hours, cos_zenith=cos_zenith))]
 
 
 def _file_sha256(path: Path) -> str:

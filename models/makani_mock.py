@@ -1,5 +1,9 @@
 """Synthetic makani model packages in the published layout, for tests and benchmarks (no download needed).
 
+Not a parity reference: parity is tested against the package makani itself wrote
+(``shared/fixtures/makani-v0.1.0``, ``tests/test_makani_import.py``). These mock packages cover
+configurations that fixture does not (scale factor 1, latitude/longitude grid features, 74 channels).
+
 :func:`write_mock_package` writes ``config.json``, the statistics, optional ``orography.nc`` and
 ``land_mask.nc`` (NCAR ERA5 invariant layout: ``Z`` and ``LSM`` over ``time, latitude, longitude``) and
 ``training_checkpoints/best_ckpt_mp0.tar`` holding random weights under makani v0.1.0's key names and

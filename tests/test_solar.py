@@ -41,3 +41,18 @@ def test_declination_at_the_2021_equinoxes_and_solstice():
         assert abs(np.degrees(sun_declination_and_right_ascension(np.datetime64(equinox))[0])) < 0.01
     solstice = np.degrees(sun_declination_and_right_ascension(np.datetime64("2021-06-21T03:32"))[0])
     assert abs(solstice - 23.437) < 0.01
+
+
+def test_makani_float32_cos_zenith_is_float32_agrees_with_noaa_and_stacks_times():
+    from forecast.solar import cos_zenith_float32
+
+    lat, lon = np.linspace(90, -90, 19), np.arange(0, 360, 15.0)
+    for time in ["1980-02-29T18:00", "2000-06-21T12:00", "2021-09-23T03:00", "2023-12-31T21:00"]:
+        ours = cos_zenith_float32(np.datetime64(time), lat, lon)
+        assert ours.dtype == np.float32 and ours.shape == (19, 24)
+        assert np.abs(ours - noaa_cos_zenith(time, lat, lon)).max() < 0.02  # float32 sidereal time: ~1e-2
+    times = np.array(["2020-01-01T00", "2020-01-01T06"], dtype="datetime64[ns]")
+    both = cos_zenith_float32(times, lat, lon)
+    assert both.shape == (2, 19, 24) and np.array_equal(both[1], cos_zenith_float32(times[1], lat, lon))
+    # far from 2000 the float32 arithmetic is measurably coarser than ours (the reason it is offered at all)
+    assert np.abs(cos_zenith_float32(times, lat, lon) - cos_zenith(times, lat, lon)).max() > 1e-3

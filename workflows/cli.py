@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   forecast score out/ensemble.zarr --truth out/planet/nature.zarr --out out/scores
   forecast import-checkpoint hens/sfno_linear_74chq_sc2_layers8_edim620_wstgl2-epoch70_seed102 checkpoints/hens-102
   forecast score big.zarr --truth era5.zarr --slurm 4 --slurm-queue cpu   # Dask workers in 4 Slurm jobs
+  forecast score e2s.zarr --truth era5_wb2.nc --dims member=ensemble,init_time=time   # a store earth2studio wrote
   forecast check out/ensemble.zarr                 # every finished member against its manifest checksum
   forecast nightly nightly.yaml                    # the cron cycle: newest start time, run, score, retention
 
@@ -67,7 +68,7 @@ def cmd_score(args):
 
     from workflows.recipes import score_store
 
-    from forecast.verify import Region
+    from forecast.verify import Region, parse_dims
     from workflows.cluster import SlurmOptions
 
     out = args.out or str(Path(args.store).with_suffix("")) + "-scores"
@@ -79,18 +80,19 @@ def cmd_score(args):
     regions = [Region.parse(text) for text in args.region or []]
     report = score_store(args.store, args.truth, out, workers=args.workers, scheduler=args.scheduler or "", slurm=slurm,
                          regions=regions, chunk_mb=args.chunk_mb, worker_memory=args.worker_memory or "",
-                         allow_partial=args.allow_partial)
+                         regrid=args.regrid, dims=parse_dims(args.dims), allow_partial=args.allow_partial)
     print(f"report: {report}")
 
 
 def cmd_import_checkpoint(args):
-    from models.makani import import_package
+    from models.makani import import_path
 
-    card = import_package(args.package, args.out, name=args.name, dt_hours=args.dt_hours)
-    grid = card.model_grid
-    extra = card.architecture.get("extra_inputs", {})
-    print(f"{args.out}: {card.name}: {len(card.channels)} channels, {grid.nlat}x{grid.nlon} {grid.kind}, "
-          f"dt {card.dt_hours} h, extra inputs {sorted(extra) or 'none'}")
+    for where, card in import_path(args.package, args.out, name=args.name, dt_hours=args.dt_hours,
+                                   cos_zenith=args.cos_zenith):
+        grid, extra = card.model_grid, card.architecture.get("extra_inputs", {})
+        zenith = f", cos zenith {card.training['cos_zenith_arithmetic']}" if extra.get("cos_zenith") else ""
+        print(f"{where}: {card.name}: {len(card.channels)} channels, {grid.nlat}x{grid.nlon} {grid.kind}, "
+              f"dt {card.dt_hours} h, extra inputs {sorted(extra) or 'none'}{zenith}")
 
 
 def cmd_check(args):
@@ -158,7 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check)
     score = sub.add_parser("score", help="score an ensemble store against the truth and write a report")
     score.add_argument("store", help="ensemble Zarr store")
-    score.add_argument("--truth", required=True, help="truth dataset (Zarr or netCDF with a time dimension)")
+    score.add_argument("--truth", required=True, help="truth: Zarr or netCDF in any layout `run` reads (planet, "
+                       "WeatherBench2, ARCO-ERA5, CDS); more times or a larger area are cut to the forecast's")
+    score.add_argument("--regrid", action="store_true", help="regrid a truth on another grid to the forecast's "
+                       "(as data.regrid does for runs); without it such a truth is refused")
+    score.add_argument("--dims", metavar="ROLE=NAME,...", help="dimension names of a store another tool wrote, "
+                       "e.g. member=ensemble,init_time=time (roles: member, init_time, lead_time, lat, lon)")
     score.add_argument("--out", help="output folder (default: STORE-scores)")
     score.add_argument("--workers", type=int, default=0, help="local Dask workers (default: one per core)")
     score.add_argument("--scheduler", help="address of a running Dask scheduler instead of a local cluster")
@@ -178,11 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--slurm-account", help="account to charge")
     score.set_defaults(func=cmd_score)
     text = "import a makani model package (HENS, sfno_73ch_small) into a checkpoint of this system"
-    imp = sub.add_parser("import-checkpoint", help=text, description=text + ". Weights are read with a restricted "
-                         "unpickler (tensors and plain containers only); anything that cannot be mapped is refused.")
+    imp = sub.add_parser("import-checkpoint", help=text, description=text + ". The checkpoint is read with a restricted "
+                         "unpickler (tensors, plain containers, makani's parameter classes as inert records); "
+                         "anything that cannot be mapped is refused (docs/makani.md).")
     imp.add_argument("package", help="package folder (config.json, global_means.npy, global_stds.npy, "
-                     "training_checkpoints/best_ckpt_mp0.tar, optional orography.nc, land_mask.nc)")
-    imp.add_argument("out", help="output checkpoint folder (card.json + weights.safetensors)")
+                     "training_checkpoints/best_ckpt_mp0.tar, optional orography.nc, land_mask.nc), or a folder of "
+                     "packages: imported as OUT/sfno-0, sfno-1, ... in sorted name order (OUT/makani-import.json)")
+    imp.add_argument("out", help="output checkpoint folder (card.json + weights.safetensors), or folder of them")
+    imp.add_argument("--cos-zenith", choices=("makani-float32", "float64"), default="makani-float32",
+                     help="arithmetic of the cos-zenith input (default: makani's float32, what the model was trained on)")
     imp.add_argument("--name", help="checkpoint name (default: the package folder's name)")
     imp.add_argument("--dt-hours", type=int, help="time step in hours (default: config.json dt x dhours)")
     imp.set_defaults(func=cmd_import_checkpoint)

@@ -13,22 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from forecast.errors import InputError, StoreError
-
-
-def check_scorable(path) -> None:
-    """Refuse what is not an ensemble dataset at all: a missing path, no ``member`` dimension."""
-    import xarray as xr
-
-    path = Path(path)
-    if not path.exists():
-        raise StoreError(f"{path} does not exist")
-    try:
-        plain = xr.open_zarr(str(path), consolidated=False, chunks=None)
-    except (OSError, ValueError, KeyError) as error:
-        raise InputError(f"{path} is not a readable Zarr dataset ({type(error).__name__}: {error})") from None
-    if "member" not in plain.dims:
-        raise InputError(f"{path} is not an ensemble: it has no 'member' dimension (dimensions {sorted(plain.dims)})")
+from forecast.errors import StoreError
 
 
 def finished_members(path, allow_partial: bool = False) -> tuple[np.ndarray | None, str]:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from forecast.errors import InputError
 from workflows.config import Config, ConfigError
 from workflows.training import available_cores, checkpoint_dirs, model_sets, train_checkpoints  # noqa: F401
 
@@ -194,39 +193,38 @@ def run_ensemble(config: Config, members: str | None = None, init_times: str | N
 
 # -- scoring --------------------------------------------------------------------------------------
 def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: str = "", slurm=None, regions=(),
-                chunk_mb: float = 64, worker_memory: str = "", allow_partial: bool = False) -> Path:
+                chunk_mb: float = 64, worker_memory: str = "", regrid: bool = False, dims: dict | None = None,
+                allow_partial: bool = False) -> Path:
     """Score an ensemble store against the truth on Dask; write ``scores.nc`` and the report.
 
-    The cluster is ``scheduler`` (an address), else Slurm jobs (``slurm``: a
-    :class:`workflows.cluster.SlurmOptions`), else a local cluster of ``workers`` processes (default: one per
-    core). ``regions`` adds user boxes (:class:`forecast.verify.Region`) to the standard four. Progress is a bar
-    on a terminal and a log line per finished score otherwise. An unfinished store is refused (``StoreError``)
-    unless ``allow_partial``: then the members finished at every start date are scored, and ``scores.nc``
-    (attribute ``partial``) and the report say so.
+    The truth is a Zarr store or netCDF file in any layout ``forecast run`` reads (the planet's,
+    WeatherBench2, ARCO-ERA5, CDS); a truth on another grid is regridded only with ``regrid``. ``dims``
+    names the dimensions of a store another tool wrote (:func:`forecast.verify.parse_dims`). The cluster
+    is ``scheduler`` (an address), else Slurm jobs (``slurm``: a :class:`workflows.cluster.SlurmOptions`),
+    else a local cluster of ``workers`` processes (default: one per core). ``regions`` adds user boxes
+    (:class:`forecast.verify.Region`) to the standard four. Progress is a bar on a terminal and a log line
+    per finished score otherwise. Store, truth and their fit are checked before anything is written. An
+    unfinished store is refused (``StoreError``) unless ``allow_partial``: then the members finished at every
+    start date are scored, and ``scores.nc`` (attribute ``partial``) and the report say so.
     """
-    import xarray as xr
-
     from forecast import verify
-    from forecast.scores import open_ensemble, score_ensemble
+    from forecast.scores import open_ensemble, open_truth, score_ensemble
     from workflows.cluster import LOCAL_WORKER_MEMORY, dask_client
-    from workflows.completeness import check_scorable, clear_scored, finished_members, mark_scored, select_members
+    from workflows.completeness import clear_scored, finished_members, mark_scored, select_members
     from workflows.report import write_report
 
-    check_scorable(store_path)
-    if not Path(truth_path).exists():
-        raise InputError(f"truth {truth_path} does not exist")
     members, partial = finished_members(store_path, allow_partial)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-    clear_scored(out_dir)
-    forecast = open_ensemble(store_path, chunk_bytes=int(chunk_mb * 2**20))
+    forecast = open_ensemble(store_path, chunk_bytes=int(chunk_mb * 2**20), dims=dims)
     if members is not None:
         log.warning("score: %s", partial)
         forecast = select_members(forecast, members)
-    truth = xr.open_zarr(str(truth_path), consolidated=False)
+    lazy = score_ensemble(forecast, open_truth(truth_path), regions=tuple(verify.REGIONS) + tuple(regions),
+                          regrid=regrid)
+    out_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    clear_scored(out_dir)
     began = time.perf_counter()
     with dask_client(workers or available_cores(), scheduler, slurm, worker_memory or LOCAL_WORKER_MEMORY) as client:
-        lazy = score_ensemble(forecast, truth, regions=tuple(verify.REGIONS) + tuple(regions))
         scores = _compute_with_progress(client, lazy)
     log.info("score: %s scored in %.1f s", store_path, time.perf_counter() - began)
     if partial:

@@ -122,6 +122,34 @@ def check(forecast, truth, member_dim: str) -> None:
             raise ValueError(f"truth must be an xarray DataArray or Dataset, got {type(truth).__name__}")
         if member_dim in truth.dims:
             raise ValueError(f"truth must not have the member dimension {member_dim!r}")
+        check_truth_dims(forecast, truth)
+
+
+_TIME_DIMS = ("time", "valid_time")
+_SAME_AXIS = (("latitude", "lat"), ("longitude", "lon"))
+
+
+def check_truth_dims(forecast, truth) -> None:
+    """Refuse a truth that xarray would broadcast instead of align: one with its own time axis (not yet
+    taken at the forecast's valid times) or naming latitude/longitude differently from the forecast.
+
+    >>> f = xr.DataArray(np.zeros((2, 3)), dims=("member", "lat"))
+    >>> check_truth_dims(f, xr.DataArray(np.zeros((4, 3)), dims=("time", "lat")))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: truth has its own time dimension 'time', which the forecast lacks ...; take the truth at the ...
+    """
+    for dim in truth.dims:
+        if dim in _TIME_DIMS and dim not in forecast.dims:
+            raise ValueError(f"truth has its own time dimension {dim!r}, which the forecast lacks (forecast dims "
+                             f"{list(forecast.dims)}); take the truth at the forecast's valid times with "
+                             "verify.align_truth(forecast, truth) first")
+    for names in _SAME_AXIS:
+        mine = [d for d in names if d in truth.dims and d not in forecast.dims]
+        theirs = [d for d in names if d in forecast.dims and d not in truth.dims]
+        if mine and theirs:
+            raise ValueError(f"truth dimension {mine[0]!r} and forecast dimension {theirs[0]!r} name the same axis; "
+                             "put the truth on the forecast's grid with verify.align_truth(forecast, truth)")
 
 
 def is_lazy(obj) -> bool:
@@ -195,32 +223,3 @@ def reduce_sum(score, dim, regions=None):
     if weights is None:
         return score.sum(dims, skipna=True)
     return score.weighted(weights).sum(dims, skipna=True)
-
-
-# -- truth at valid times ---------------------------------------------------------------------------
-def align_truth(forecast, truth, time_dim: str = "time", chunk_bytes: int = 64 << 20):
-    """Truth at each forecast's valid time ``init_time + lead_time``, dims ``(init_time, lead_time, ...)``.
-
-    ``truth`` has a ``time_dim`` dimension (a nature run, analyses or reanalysis). The distinct valid
-    times are taken in one selection, gathered into chunks that hold all of them over a band of
-    latitudes (about ``chunk_bytes``), and spread over ``(init_time, lead_time)`` inside each chunk,
-    which keeps Dask graphs small whatever the number of leads.
-    """
-    init = forecast["init_time"].values
-    leads = forecast["lead_time"].values
-    valid = init[:, None] + leads[None, :]
-    missing = np.setdiff1d(valid.ravel(), truth[time_dim].values)
-    if len(missing):
-        raise InputError(f"truth lacks {len(missing)} valid time(s), first {np.datetime_as_string(missing[0], 'm')}")
-    times, position = np.unique(valid, return_inverse=True)
-    subset = truth.sel({time_dim: times})
-    if subset.chunks:
-        variables = subset.data_vars.values() if isinstance(subset, xr.Dataset) else [subset]
-        itemsize = max(v.dtype.itemsize for v in variables)
-        row_bytes = len(times) * subset.sizes.get("lon", 1) * itemsize
-        rows = int(max(1, min(subset.sizes.get("lat", 1), chunk_bytes // row_bytes)))
-        subset = subset.chunk({time_dim: -1, **({"lat": rows} if "lat" in subset.dims else {})})
-    index = xr.DataArray(position.reshape(valid.shape), dims=("init_time", "lead_time"),
-                         coords={"init_time": init, "lead_time": leads})
-    aligned = subset.isel({time_dim: index}).drop_vars(time_dim, errors="ignore")
-    return aligned.transpose("init_time", "lead_time", ...)
