@@ -337,7 +337,7 @@ def score(processes, world, store, out, *extra):
 def test_scoring_a_dataset_that_is_not_an_ensemble(tiny_world, forecast_processes, tmp_path):
     nature = tiny_world.paths.resolve("nature")
     result = score(forecast_processes, tiny_world, nature, tmp_path / "scores")
-    assert_one_line_error(result, 2, f"{nature} is not an ensemble", "no 'member' dimension")
+    assert_one_line_error(result, 3, f"{nature}: the forecast has no dimension for 'member'", "--dims")
     assert not (tmp_path / "scores").exists()
 
 
