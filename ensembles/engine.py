@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -180,9 +181,13 @@ class EnsembleEngine:
         return [b for b in blocks if any(a <= b[0] and b[1] <= z for a, z in mine)]
 
     def run(self, store: EnsembleStore, start: int = 0, stop: int | None = None, rank: int = 0, world: int = 1,
-            init_indices=None) -> dict:
+            init_indices=None, progress=None) -> dict:
         """Generate members ``start:stop`` (this rank's share) for the start dates ``init_indices`` (default
-        all) into ``store``, skipping finished blocks."""
+        all) into ``store``, skipping finished blocks.
+
+        ``progress`` (optional) is told ``start(total, done, steps)`` (members x start dates of this share,
+        those finished before, steps per member) and then ``advance(members)`` after each finished block,
+        from the sink thread (``workflows.progress.Progress`` draws a bar or logs from it)."""
         stop = self.plan.size if stop is None else stop
         init_indices = range(len(self.init_times)) if init_indices is None else list(init_indices)
         diff = store.schema.differences(self.schema())
@@ -191,7 +196,13 @@ class EnsembleEngine:
         counts = {"blocks_run": 0, "blocks_skipped": 0, "member_steps": 0}
         began = time.perf_counter()
         blocks = self.rank_blocks(start, stop, rank, world)
-        with _Sink(store, self.writer_threads) as sink:  # drained on exit: every block is finished
+        if progress is not None:
+            spans = [(max(a, start), min(b, stop)) for a, b in blocks]
+            progress.start(total=sum(hi - lo for lo, hi in spans) * len(init_indices),
+                           done=sum(hi - lo for i in init_indices for lo, hi in spans if store.is_done(i, lo, hi)),
+                           steps=self.lead_steps)
+        with _Sink(store, self.writer_threads, self.device) as sink:  # drained on exit: every block is finished
+            self.output_timeline = sink.timeline  # live: a monitor can read it while the run goes on
             for checkpoint, group in groupby(blocks, key=lambda b: self.plan.member(b[0]).checkpoint):
                 group = list(group)
                 model = None
@@ -208,7 +219,7 @@ class EnsembleEngine:
                     if model is None:
                         model = load_checkpoint(self.checkpoints[checkpoint], self.device)
                         log.info("rank %d: checkpoint %d (%s) loaded", rank, checkpoint, self.cards[checkpoint].name)
-                    self._run_group(model, store, sink, i, pending)
+                    self._run_group(model, store, sink, i, pending, progress)
                     counts["blocks_run"] += len(pending)
                     counts["member_steps"] += sum(b - a for a, b, _, _ in pending) * self.lead_steps
                 del model
@@ -216,9 +227,10 @@ class EnsembleEngine:
             for i in init_indices:
                 self.finalise_statistics(store, i)
         counts["seconds"] = time.perf_counter() - began
+        counts["output_wait_seconds"] = sink.waited
         return counts
 
-    def _run_group(self, model, store, sink, init_index: int, pending) -> None:
+    def _run_group(self, model, store, sink, init_index: int, pending, progress=None) -> None:
         """Run one (checkpoint, start date) group of blocks; persist statistics, then the done flags."""
         accumulator = None
         if self.statistics is not None:
@@ -235,16 +247,18 @@ class EnsembleEngine:
                             init_index, lo, hi)
             finished.append((lo, hi, checksums))
             if accumulator is None:  # the block is done once its writes are: the next block need not wait
-                sink.submit(self._finish_block, store, init_index, lo, hi, checksums)
+                sink.submit(self._finish_block, store, init_index, lo, hi, checksums, progress)
         if accumulator is not None:
             sink.drain()
             store.write_statistics_part(init_index, [(lo, hi) for lo, hi, _ in finished], accumulator.to_arrays())
             for lo, hi, checksums in finished:
-                self._finish_block(store, init_index, lo, hi, checksums, sink)
+                self._finish_block(store, init_index, lo, hi, checksums, progress, sink)
 
-    def _finish_block(self, store, init_index: int, lo: int, hi: int, checksums, sink) -> None:
+    def _finish_block(self, store, init_index: int, lo: int, hi: int, checksums, progress, sink) -> None:
         sink.wait_writes()
         store.finish(init_index, lo, hi, checksums.result())
+        if progress is not None:
+            progress.advance(hi - lo)
         log.info("init %s members %d:%d done", np.datetime_as_string(self.init_times[init_index], "h"), lo, hi)
 
     def _consume(self, lead, state, rows, store_index, stat_index, checksums, accumulator, buffer, init_index, lo, hi,
@@ -254,7 +268,8 @@ class EnsembleEngine:
         stored = values[:, store_index]
         checksums.update(stored)
         if accumulator is not None:
-            accumulator.update(lead, values[:, stat_index])
+            every = stat_index == list(range(values.shape[1]))  # all channels in order: no copy
+            accumulator.update(lead, values if every else values[:, stat_index], threads=sink.statistics_threads)
         if not self.stored:
             return
         buffer.append(stored)
@@ -356,8 +371,9 @@ def auto_batch_size(checkpoint, device: str, grid_shape: tuple[int, int], cpu_de
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
-    with torch.inference_mode():
-        model.step(torch.zeros((1, len(model.card.channels), *grid_shape), device=device), None)
+    valid_time = np.datetime64("2000-01-01T00", "ns") if getattr(model, "needs_time", False) else None
+    with torch.inference_mode():  # cos-zenith models need a valid time (any one: the memory is the same)
+        model.step(torch.zeros((1, len(model.card.channels), *grid_shape), device=device), None, time=valid_time)
     per_member = max(1, torch.cuda.max_memory_allocated(device) - before)
     free, _ = torch.cuda.mem_get_info(device)
     del model
@@ -397,21 +413,35 @@ def _to_numpy(state) -> np.ndarray:
 class _Sink:
     """One ordered worker thread for per-lead host work, plus a pool of writer threads for Zarr writes.
 
-    At most ``2 * writers + 2`` items are in flight, which bounds host memory.
+    At most ``2 * writers + 2`` items are in flight, which bounds host memory. ``waited`` is the time the
+    model loop spent blocked on a full queue after the GPU's queued work finished (the GPU waiting on
+    output); ``timeline`` holds ``(time, waited so far)`` after each submission, for windows of it.
     """
 
-    def __init__(self, store: EnsembleStore, writers: int):
+    def __init__(self, store: EnsembleStore, writers: int, device: str = "cpu"):
         self.store = store
+        self.device, self.cuda = device, device.startswith("cuda")
+        # on a GPU the host's statistics must keep up with it: spare cores share them (a CPU run leaves
+        # its cores to torch)
+        self.statistics_threads = min(8, max(1, (os.cpu_count() or 2) // 2)) if self.cuda else 1
         self.ordered = ThreadPoolExecutor(1, thread_name_prefix="sink")
         self.pool = ThreadPoolExecutor(max(1, writers), thread_name_prefix="writer") if writers > 0 else None
         self.limit = 2 * max(1, writers) + 2
         self.items: deque = deque()
         self.writes: deque = deque()
+        self.waited = 0.0
+        self.timeline: list[tuple[float, float]] = []
 
     def submit(self, func, *args) -> None:
         self.items.append(self.ordered.submit(func, *args, self))
+        if self.cuda and len(self.items) > self.limit:
+            torch.cuda.synchronize(self.device)  # the GPU finishes its queued work: the wait below is idle GPU
+        began = time.perf_counter()
         while len(self.items) > self.limit:
             self.items.popleft().result()
+        now = time.perf_counter()
+        self.waited += now - began
+        self.timeline.append((now, self.waited))
 
     def write(self, *args) -> None:  # called from the sink thread
         if self.pool is None:

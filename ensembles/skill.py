@@ -32,18 +32,24 @@ def deterministic_rmse(model, analyses: Source, truth: Source, init_times, lead_
     init_times = np.asarray(init_times, dtype="datetime64[ns]")
     valid = init_times + np.timedelta64(lead_hours, "h")
     squared = torch.zeros(len(card.channels), dtype=torch.float64)
+    device = _device_of(model)  # the model's steps run where the model is (a GPU or the CPU)
     with torch.inference_mode():
         for first in range(0, len(init_times), batch_size):
             times = init_times[first:first + batch_size]
-            x = model.normalise(torch.from_numpy(analyses.fields(times, card.channels)))
+            x = model.normalise(torch.from_numpy(analyses.fields(times, card.channels)).to(device))
             start = times if getattr(model, "needs_time", False) else None
             for _, state in rollout(model, x, steps, start_time=start):
                 pass
-            forecast = model.denormalise(state).double()
+            forecast = model.denormalise(state).double().cpu()
             target = torch.from_numpy(truth.fields(valid[first:first + batch_size], card.channels)).double()
             squared += (((forecast - target) ** 2) * weights).sum(dim=(-2, -1)).sum(dim=0)
     rmse = torch.sqrt(squared / len(init_times))
     return dict(zip(card.channels, (float(v) for v in rmse)))
+
+
+def _device_of(model) -> torch.device:
+    tensors = (*model.parameters(), *model.buffers()) if isinstance(model, torch.nn.Module) else ()
+    return tensors[0].device if tensors else torch.device("cpu")
 
 
 def save_skill(checkpoint_dir: str | os.PathLike, rmse: dict, lead_hours: int, n_init: int, source: str) -> Path:

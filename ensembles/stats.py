@@ -72,29 +72,48 @@ class EnsembleAccumulator:
         self.bottom = np.full((n_leads, c, k, *shape), np.inf, dtype=np.float32)  # smallest, any order
         self._counts = np.zeros(n_leads, dtype=np.int64)
 
-    def update(self, lead: int, values: np.ndarray) -> None:
-        """Add a batch ``(member, channel, lat, lon)`` (the spec's channels, in order) at one lead."""
+    def update(self, lead: int, values: np.ndarray, threads: int = 1) -> None:
+        """Add a batch ``(member, channel, lat, lon)`` (the spec's channels, in order) at one lead.
+
+        ``threads > 1`` updates the moments of chunks of channels in parallel threads (a HENS-size batch
+        is gigabytes; numpy releases the GIL); each value's arithmetic is unchanged, so the result is
+        bit-identical to a single-threaded update.
+        """
         values = np.asarray(values, dtype=np.float32)
         n = values.shape[0]
         if n == 0:
             return
-        batch = values.astype(np.float64)
-        batch_mean = batch.mean(axis=0)
-        batch_m2 = ((batch - batch_mean) ** 2).sum(axis=0)
-        na = self._counts[lead]
-        total = na + n
-        delta = batch_mean - self.mean[lead]
-        self.mean[lead] += delta * (n / total)
-        self.m2[lead] += batch_m2 + delta**2 * (na * n / total)
-        self._counts[lead] = total
-        np.minimum(self.min[lead], values.min(axis=0), out=self.min[lead])
-        np.maximum(self.max[lead], values.max(axis=0), out=self.max[lead])
+        channels = values.shape[1]
+        parts = max(1, min(channels, threads))
+        if parts > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            bounds = np.linspace(0, channels, parts + 1).astype(int)
+            with ThreadPoolExecutor(parts, thread_name_prefix="statistics") as pool:
+                list(pool.map(lambda a, b: self._update_moments(lead, values, slice(a, b)), bounds[:-1], bounds[1:]))
+        else:
+            self._update_moments(lead, values, slice(None))
+        self._counts[lead] += n
         for name, thresholds in self.spec.thresholds.items():
             k = self.spec.channels.index(name)
             for j, t in enumerate(thresholds):
                 self.exceed[name][lead, j] += (values[:, k] > t).sum(axis=0)
         if self.spec.tail_members:
             self._keep_tails(lead, values)
+
+    def _update_moments(self, lead: int, values: np.ndarray, chunk: slice) -> None:
+        """Mean, squared deviations (Chan et al.), minimum and maximum of the channels ``chunk``."""
+        n = values.shape[0]
+        batch = values[:, chunk].astype(np.float64)
+        batch_mean = batch.mean(axis=0)
+        batch_m2 = ((batch - batch_mean) ** 2).sum(axis=0)
+        na = self._counts[lead]
+        total = na + n
+        delta = batch_mean - self.mean[lead, chunk]
+        self.mean[lead, chunk] += delta * (n / total)
+        self.m2[lead, chunk] += batch_m2 + delta**2 * (na * n / total)
+        np.minimum(self.min[lead, chunk], values[:, chunk].min(axis=0), out=self.min[lead, chunk])
+        np.maximum(self.max[lead, chunk], values[:, chunk].max(axis=0), out=self.max[lead, chunk])
 
     def _keep_tails(self, lead: int, values: np.ndarray) -> None:
         k = self.spec.tail_members

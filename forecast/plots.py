@@ -1,11 +1,21 @@
 """PNG plots of scores (matplotlib, headless): scores vs lead per channel and region, rank histograms,
-reliability diagrams, and maps of exceedance probability and EFI."""
+reliability diagrams with their sharpness, and maps of exceedance probability and EFI; and of a store's
+members: maps of the ensemble mean and spread, and plumes (every member at one point against lead time).
+
+Maps label latitude and longitude in degrees and say the date, the lead and the units. Coastlines are
+drawn on request (``coastlines=True``, for data on the Earth: the embedded planet has none) when the
+optional ``cartopy`` extra and its Natural Earth files are installed; nothing is downloaded, and without
+them the map has no coastlines and the log says so once.
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def _pyplot():
@@ -36,11 +46,11 @@ def _panels(n: int):
     return plt, fig, axes.ravel()
 
 
-def save_figure(plt, fig, path: Path, title: str) -> Path:
-    """Title, fixed margins, PNG at 90 dpi, and the figure closed."""
+def save_figure(plt, fig, path: Path, title: str, left: float = 0.7) -> Path:
+    """Title, fixed margins (``left`` inches on the left), PNG at 90 dpi, and the figure closed."""
     fig.suptitle(title)
     width, height = fig.get_size_inches()  # fixed margins in inches: tight_layout costs as much as drawing
-    fig.subplots_adjust(left=0.7 / width, right=1 - 0.2 / width, bottom=0.5 / height, top=1 - 0.6 / height,
+    fig.subplots_adjust(left=left / width, right=1 - 0.2 / width, bottom=0.5 / height, top=1 - 0.6 / height,
                         wspace=0.3, hspace=0.5)
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -117,15 +127,38 @@ def plot_reliability(scores, path: Path, leads: int = 3) -> Path:
                 p = scores["reliability_forecast_probability"].sel(sel).isel(lead_time=k).values
                 o = scores["reliability_observed_frequency"].sel(sel).isel(lead_time=k).values
                 ok = np.isfinite(p) & np.isfinite(o)
-                ax.plot(p[ok], o[ok], marker="o", ms=3, label=f"{lead[k]:.0f} h")
+                line, = ax.plot(p[ok], o[ok], marker="o", ms=3, label=f"{lead[k]:.0f} h")
+                if "reliability_count" in scores:
+                    counts = scores["reliability_count"].sel(sel).isel(lead_time=k).values.astype(float)
+                    _sharpness(ax, counts, line.get_color())
             ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1)
             ax.set_title(f"{channel}, {event}", fontsize=9)
             ax.set_xlabel("forecast probability")
             ax.set_ylabel("observed frequency")
-    axes[0, 0].legend(fontsize=7)
-    return save_figure(plt, fig, path, "reliability diagrams (global)")
+    axes[0, 0].legend(fontsize=7, loc="lower right")
+    return save_figure(plt, fig, path, "reliability (global); insets: sharpness (log count per bin)")
+
+
+def _sharpness(ax, counts: np.ndarray, color) -> None:
+    """Sharpness: how often each forecast probability bin was issued, as a step histogram in an inset
+    at the upper left, where a reliability curve seldom goes (log counts; a sharp ensemble fills the end
+    bins)."""
+    from matplotlib.ticker import LogLocator, NullFormatter
+
+    inset = getattr(ax, "_sharpness_inset", None)
+    if inset is None:
+        inset = ax.inset_axes([0.1, 0.6, 0.38, 0.33])
+        inset.set_yscale("log")
+        inset.set_xlim(0, 1)
+        inset.tick_params(labelsize=5, length=2, which="both")
+        inset.set_xticks([0, 0.5, 1])
+        inset.yaxis.set_major_locator(LogLocator(numticks=3))
+        inset.yaxis.set_minor_formatter(NullFormatter())
+        ax._sharpness_inset = inset
+    edges = np.linspace(0.0, 1.0, len(counts) + 1)
+    inset.stairs(np.where(counts > 0, counts, np.nan), edges, color=color, lw=0.8)
 
 
 def plot_maps(scores, path: Path) -> Path:
@@ -144,6 +177,160 @@ def plot_maps(scores, path: Path) -> Path:
             ax = axes[r, c]
             mesh = ax.pcolormesh(lon, lat, field.transpose("lat", "lon").values, cmap=cmap, vmin=limits[0],
                                  vmax=limits[1], shading="nearest")
-            fig.colorbar(mesh, ax=ax, shrink=0.8)
+            fig.colorbar(mesh, ax=ax, shrink=0.8, label="1")
             ax.set_title(f"{channel}: {label}", fontsize=9)
-    return save_figure(plt, fig, path, scores.attrs.get("maps", "maps"))
+            degree_axes(ax, lat, lon)
+    when = [f"start {scores.attrs['maps_init_time']}"] if "maps_init_time" in scores.attrs else []
+    when += [f"lead {_lead_hours(scores)[-1]:g} h"] if "lead_time" in scores.coords else []
+    return save_figure(plt, fig, path, f"{scores.attrs.get('maps', 'maps')} ({', '.join(when)})" if when
+                       else scores.attrs.get("maps", "maps"))
+
+
+# -- maps and plumes of a store's members ---------------------------------------------------------------
+def degree_axes(ax, lat: np.ndarray, lon: np.ndarray) -> None:
+    """Latitude and longitude ticks in degrees (``30N``, ``120E``) over the grid's extent."""
+    ax.set_xlim(float(np.min(lon)), float(np.max(lon)))
+    ax.set_ylim(float(np.min(lat)), float(np.max(lat)))
+    span = float(np.max(lon) - np.min(lon))
+    step = 60 if span > 180 else 30 if span > 60 else 10
+    ax.set_xticks(np.arange(np.ceil(np.min(lon) / step) * step, np.max(lon) + 1e-9, step))
+    ax.set_yticks(np.arange(np.ceil(np.min(lat) / 30) * 30, np.max(lat) + 1e-9, 30))
+    ax.set_xticklabels([longitude_label(x) for x in ax.get_xticks()], fontsize=7)
+    ax.set_yticklabels([latitude_label(y) for y in ax.get_yticks()], fontsize=7)
+
+
+def longitude_label(lon: float) -> str:
+    """A tick label for a longitude in degrees east (any convention).
+
+    >>> longitude_label(300.0), longitude_label(90.0), longitude_label(0.0), longitude_label(180.0)
+    ('60W', '90E', '0', '180')
+    """
+    lon = (float(lon) + 180.0) % 360.0 - 180.0
+    if abs(lon) < 1e-9 or abs(abs(lon) - 180.0) < 1e-9:
+        return f"{abs(lon):.0f}"
+    return f"{abs(lon):.0f}{'E' if lon > 0 else 'W'}"
+
+
+def latitude_label(lat: float) -> str:
+    """A tick label for a latitude in degrees north.
+
+    >>> latitude_label(-30.0), latitude_label(0.0)
+    ('30S', '0')
+    """
+    return "0" if abs(lat) < 1e-9 else f"{abs(lat):.0f}{'N' if lat > 0 else 'S'}"
+
+
+def _is_global(lat: np.ndarray, lon: np.ndarray) -> bool:
+    return float(np.ptp(lat)) > 150 and float(np.ptp(lon)) > 300
+
+
+def natural_earth_coastline() -> Path | None:
+    """The 110 m Natural Earth coastline shapefile of an installed ``cartopy``, if present on disk
+    (cartopy's ``pre_existing_data_dir`` or ``data_dir``); never downloads."""
+    try:
+        import cartopy
+    except ImportError:
+        return None
+    relative = Path("shapefiles", "natural_earth", "physical", "ne_110m_coastline.shp")
+    for key in ("pre_existing_data_dir", "data_dir"):
+        folder = cartopy.config.get(key)
+        if folder and (Path(folder) / relative).is_file():
+            return Path(folder) / relative
+    return None
+
+
+def draw_coastlines(ax, lat: np.ndarray, lon: np.ndarray) -> bool:
+    """Coastlines on a plain lon/lat axis (0..360 east) from Natural Earth through cartopy's shapefile
+    reader. Returns whether they were drawn; without cartopy or its files, or on a regional grid, it logs
+    one line and draws nothing."""
+    shapefile = natural_earth_coastline() if _is_global(lat, lon) else None
+    if shapefile is None:
+        log.info("plot: no coastlines (%s)", "grid is not global" if not _is_global(lat, lon) else
+                 "install the 'maps' extra: cartopy with its Natural Earth files")
+        return False
+    from cartopy.io.shapereader import Reader
+
+    for geometry in Reader(str(shapefile)).geometries():
+        for line in getattr(geometry, "geoms", [geometry]):
+            x, y = np.asarray(line.coords).T
+            x = np.mod(x, 360.0)
+            breaks = np.flatnonzero(np.abs(np.diff(x)) > 180) + 1  # split where the line crosses 0 E
+            for xs, ys in zip(np.split(x, breaks), np.split(y, breaks)):
+                ax.plot(xs, ys, color="black", lw=0.5)
+    return True
+
+
+def _when(field) -> str:
+    parts = []
+    if "init_time" in field.coords and field["init_time"].size == 1:
+        parts.append(f"start {np.datetime_as_string(field['init_time'].values, 'h')}")
+    if "lead_time" in field.coords and field["lead_time"].size == 1:
+        hours = field["lead_time"].values / np.timedelta64(1, "h")
+        parts.append(f"lead {hours:g} h")
+    if "valid_time" in field.coords and field["valid_time"].size == 1:
+        parts.append(f"valid {np.datetime_as_string(field['valid_time'].values, 'h')}")
+    return ", ".join(parts)
+
+
+def plot_ensemble_maps(mean, spread, path: Path, coastlines: bool = False) -> Path:
+    """Maps of the ensemble mean and spread of one channel at one start date and lead (DataArrays
+    ``(lat, lon)``); the title names the channel, units, start date, lead and valid time."""
+    plt, fig, axes = _grid(1, 2, 5.2, 3.2)
+    lat, lon = mean["lat"].values, mean["lon"].values
+    units = mean.attrs.get("units", "")
+    name = mean.attrs.get("long_name", mean.name)
+    for ax, field, label, cmap in ((axes[0, 0], mean, "ensemble mean", "viridis"),
+                                   (axes[0, 1], spread, "ensemble spread (std)", "magma")):
+        mesh = ax.pcolormesh(lon, lat, field.transpose("lat", "lon").values, cmap=cmap, shading="nearest")
+        fig.colorbar(mesh, ax=ax, shrink=0.8, label=units)
+        ax.set_title(label, fontsize=9)
+        degree_axes(ax, lat, lon)
+        if coastlines:
+            draw_coastlines(ax, lat, lon)
+    return save_figure(plt, fig, path, f"{name} [{units}], {_when(mean)}")
+
+
+def plume(ds, lat: float, lon: float, channel: str):
+    """Every member of ``channel`` at the grid point nearest ``(lat, lon)`` against lead time: a
+    DataArray ``(member, lead_time)`` (one start date: select it first, else the first is taken).
+    ``lon`` may be given from -180 to 180; the store's longitudes are 0..360 east.
+
+    >>> from forecast.mock import mock_ensemble
+    >>> f, _ = mock_ensemble(members=5, leads=3)
+    >>> plume(f, lat=45.0, lon=-74.0, channel="t2m").dims
+    ('member', 'lead_time')
+    """
+    from forecast.cf import longitude_360
+
+    field = ds[channel]
+    if "init_time" in field.dims:
+        field = field.isel(init_time=0)
+    point = field.sel(lat=lat, lon=longitude_360(lon), method="nearest")
+    point.attrs = dict(ds[channel].attrs)
+    point.attrs["requested_point"] = f"{lat:g}, {lon:g}"
+    return point.transpose("member", "lead_time").load()
+
+
+def plot_plume(point, path: Path) -> Path:
+    """A plume (meteogram) from :func:`plume`: thin lines per member, the ensemble mean, and the 10-90 %
+    range shaded, against lead time; the title names the point, the start date and the units."""
+    plt, fig, axes = _grid(1, 1, 6.4, 4.0)
+    ax = axes[0, 0]
+    hours = point["lead_time"].values / np.timedelta64(1, "h")
+    values = point.values
+    for row in values:
+        ax.plot(hours, row, color="tab:blue", lw=0.6, alpha=0.35)
+    ax.fill_between(hours, np.nanquantile(values, 0.1, axis=0), np.nanquantile(values, 0.9, axis=0),
+                    color="tab:orange", alpha=0.25, label="10-90 %")
+    ax.plot(hours, np.nanmean(values, axis=0), color="black", lw=1.6, label="ensemble mean")
+    ax.set_xlabel("lead time (h)")
+    units = point.attrs.get("units", "")
+    ax.set_ylabel(f"{point.name} [{units}]")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    where = f"{latitude_label(float(point['lat']))} {longitude_label(float(point['lon']))}"
+    start = (f", start {np.datetime_as_string(point['init_time'].values, 'h')}"
+             if "init_time" in point.coords and point["init_time"].size == 1 else "")
+    finished = int(np.isfinite(values).all(axis=1).sum())
+    return save_figure(plt, fig, path, f"{point.name} [{units}] at {where}{start}\n(grid point nearest "
+                       f"{point.attrs.get('requested_point', '')}; {finished} of {values.shape[0]} members)", left=1.0)

@@ -21,6 +21,7 @@ import numpy as np
 import xarray as xr
 
 from forecast import verify
+from forecast.cf import plain_strings
 from forecast.errors import InputError
 from forecast.store import StoreSchema
 
@@ -77,6 +78,11 @@ def ensemble_chunks(sizes: dict, store_chunks: dict, chunk_bytes: int = 64 << 20
 def open_ensemble(path, chunk_bytes: int = 64 << 20, dims: dict | None = None) -> xr.Dataset:
     """Open a store lazily in Dask chunks from :func:`ensemble_chunks` (all members per chunk).
 
+    The public name is :func:`forecast.open_store` (see there). Reads the consolidated metadata when the
+    store has it (stores written before it was added are read group by group); string coordinates come
+    back as ``str`` objects and the store's on-disk encoding (shards, codecs) is dropped, so a selection
+    writes to a new Zarr store or NetCDF file as it is.
+
     ``dims`` names the dimensions of a store another tool wrote (the system's name -> the store's, e.g.
     ``{"member": "ensemble", "init_time": "time"}``); the store is returned with the system's names, its
     variables in ERA5 layout names (``geopotential`` over ``level``) as our channels.
@@ -89,12 +95,25 @@ def open_ensemble(path, chunk_bytes: int = 64 << 20, dims: dict | None = None) -
     if "lead_time" not in store_chunks and schema is not None:
         store_chunks["lead_time"] = schema.store_layout.lead_chunk
     chunks = ensemble_chunks(dict(plain.sizes), store_chunks, chunk_bytes)
-    log.info("score: %d members, Dask chunks %s (store chunks %s)", plain.sizes["member"], chunks, store_chunks)
+    log.info("open %s: %d members, Dask chunks %s (store chunks %s)", path, plain.sizes["member"], chunks,
+             store_chunks)
     theirs = {ours: theirs for theirs, ours in renames.items()}
-    opened = xr.open_zarr(str(path), consolidated=False if schema else None,
+    opened = xr.open_zarr(str(path), consolidated=has_consolidated_metadata(path) if schema else None,
                           chunks={theirs.get(d, d): n for d, n in chunks.items()})
     opened = opened.rename(renames)
-    return opened if schema else verify.forecast_channels(opened)  # ERA5 layout names -> our channels
+    opened = opened if schema else verify.forecast_channels(opened)  # ERA5 layout names -> our channels
+    return plain_strings(opened).drop_encoding()
+
+
+def has_consolidated_metadata(path) -> bool:
+    """Whether the Zarr v3 store at ``path`` carries consolidated metadata in its root ``zarr.json``."""
+    from pathlib import Path
+
+    try:
+        return bool(json.loads((Path(path) / "zarr.json").read_text()).get("consolidated_metadata"))
+    except (OSError, ValueError):
+        return False
+
 
 
 def _open_foreign(path, dims: dict | None):

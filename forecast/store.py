@@ -117,7 +117,9 @@ class EnsembleStore:
             raise StoreError(f"{self.path} is not an ensemble store (no zarr.json)")
         with warnings.catch_warnings():  # BitRound is a numcodecs codec outside the v3 spec
             warnings.simplefilter("ignore")
-            self.group = zarr.open_group(str(self.path), mode="r+" if os.access(self.path, os.W_OK) else "r")
+            # the group's own metadata, never the consolidated copy (written for readers: parts come and go)
+            self.group = zarr.open_group(str(self.path), mode="r+" if os.access(self.path, os.W_OK) else "r",
+                                         use_consolidated=False)
         attrs = dict(self.group.attrs)
         if "schema" not in attrs or "manifest" not in self.group:
             raise StoreError(f"{self.path} is not a complete ensemble store (no schema or manifest): it may be half-created")
@@ -143,10 +145,10 @@ class EnsembleStore:
         """
         path = Path(path)
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+            path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.creating-{uuid.uuid4().hex[:12]}")
             try:
-                tmp.mkdir(mode=0o750)  # the store is readable by the owner's group only
+                tmp.mkdir()  # who may read it is the process umask's business (the `umask` setting)
                 _write_template(tmp, schema, seeds or {}, title)
                 os.rename(tmp, path)
             except OSError:
@@ -384,6 +386,7 @@ def _write_template(path: Path, schema: StoreSchema, seeds: dict, title: str) ->
     import zarr
 
     from forecast import __version__
+    from forecast.cf import time_encoding, with_cf_attributes
     from forecast.channels import channel_attrs
 
     grid = Grid.from_dict(schema.grid)
@@ -442,7 +445,8 @@ def _write_template(path: Path, schema: StoreSchema, seeds: dict, title: str) ->
     attrs = {"title": title, "Conventions": "CF-1.10", "code_version": __version__,
              "layout": json.dumps(schema.layout), "statistics": json.dumps(spec)}
     attrs.update({k: json.dumps(v) if not isinstance(v, str) else v for k, v in schema.attrs.items()})
-    ds = xr.Dataset(data, coords=coords, attrs=attrs)
+    ds = with_cf_attributes(xr.Dataset(data, coords=coords, attrs=attrs))
+    encoding.update(time_encoding(ds))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # BitRound is a numcodecs codec outside the v3 spec
         ds.to_zarr(str(path), mode="w-", compute=False, consolidated=False, zarr_format=3, encoding=encoding)
@@ -454,3 +458,14 @@ def _write_template(path: Path, schema: StoreSchema, seeds: dict, title: str) ->
     if spec.get("channels"):
         manifest.create_array("statistics_done", shape=(n_init,), chunks=(1,), dtype="uint8", fill_value=0)
     group.attrs["schema"] = schema.to_json()  # written last
+    consolidate(path)
+
+
+def consolidate(path) -> None:
+    """Rewrite the store's consolidated metadata (one read opens it: ``xr.open_zarr`` without a warning,
+    :func:`forecast.open_store`). Call it after changing the attributes or arrays of the root group."""
+    import zarr
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # consolidated metadata is not yet in the v3 spec; BitRound neither
+        zarr.consolidate_metadata(str(path))

@@ -63,23 +63,30 @@ def weighted_mse(prediction: torch.Tensor, target: torch.Tensor, weights: torch.
 
 
 def train(model: nn.Module, data: np.ndarray, settings: TrainSettings, seed: int, area_weights: np.ndarray,
-          loss_fn=None, valid_starts: np.ndarray | None = None) -> list[float]:
+          loss_fn=None, valid_starts: np.ndarray | None = None, device: str = "cpu",
+          autocast_bf16: bool = False) -> list[float]:
     """Train ``model`` (a ``ForecastModel`` with ``.network``) on normalised ``data`` ``(time, channel, lat, lon)``.
 
     ``loss_fn(model, window, generators, weights) -> loss`` (``generators``: one per row of the rank's
     slice, seeded from the row's place in the global batch) defaults to the area-weighted MSE of an
     autoregressive rollout over ``settings.rollout_steps``. Returns the loss per step (mean over ranks).
+    The model trains on ``device`` (batches are drawn on the CPU and copied there; noise generators stay
+    on the CPU, so a row's noise does not depend on the device) and is back on the CPU afterwards;
+    ``autocast_bf16`` runs the forward pass and loss under bf16 autocast.
     """
     rank, world = rank_and_world()
     if settings.batch_size % world:
         raise InputError(f"batch_size {settings.batch_size} must be a multiple of the {world} training processes")
-    weights = torch.as_tensor(area_weights, dtype=torch.float32)
+    device = torch.device(device)
+    model.to(device)
+    weights = torch.as_tensor(area_weights, dtype=torch.float32, device=device)
     weights = weights / weights.sum()
     loss_fn = loss_fn or rollout_mse
     network = model.network
     trainable = network
     if world > 1:
-        trainable = nn.parallel.DistributedDataParallel(network)
+        ids = [device] if device.type == "cuda" else None
+        trainable = nn.parallel.DistributedDataParallel(network, device_ids=ids)
         model.network = trainable
     optimiser = torch.optim.AdamW(network.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -93,9 +100,10 @@ def train(model: nn.Module, data: np.ndarray, settings: TrainSettings, seed: int
         for step in range(settings.steps):
             window = sample_windows(data, settings.rollout_steps + 1, settings.batch_size, sampler, valid_starts)
             rows = range(rank * share, (rank + 1) * share)
-            window = window[rows.start:rows.stop]
+            window = window[rows.start:rows.stop].to(device)
             noise = [torch.Generator().manual_seed(_row_seed(seed, step, row)) for row in rows]
-            loss = loss_fn(model, window, noise, weights, step=step)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
+                loss = loss_fn(model, window, noise, weights, step=step)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -109,6 +117,7 @@ def train(model: nn.Module, data: np.ndarray, settings: TrainSettings, seed: int
                 log.info("step %d/%d loss %.5f", step + 1, settings.steps, np.mean(losses[-settings.log_every:]))
     finally:
         model.network = network
+        model.to("cpu")
         model.eval()
     return losses
 

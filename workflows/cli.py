@@ -18,6 +18,9 @@ EXAMPLES = """examples:
   forecast score e2s.zarr --truth era5_wb2.nc --dims member=ensemble,init_time=time   # a store earth2studio wrote
   forecast check out/ensemble.zarr                 # every finished member against its manifest checksum
   forecast nightly nightly.yaml                    # the cron cycle: newest start time, run, score, retention
+  forecast info out/ensemble.zarr                  # members, dates, leads, channels, complete or partial, size
+  forecast export out/ensemble.zarr z500.nc --channels z500 --members 0:10   # CF NetCDF for other tools
+  forecast plot out/ensemble.zarr --plume 52.5,13.4 --channel t2m            # members at one point vs lead
 
 exit codes: 0 ok, 1 internal error (a bug), 2 bad input or config, 3 store problem, 4 disk full, 5 other system error,
   6 another nightly is running, 7 stopped by a signal (finished work is kept; rerun to resume)
@@ -33,6 +36,9 @@ def _config(args):
     config = load_config(path, args.overrides)
     if getattr(args, "workdir", None):
         config = with_workdir(config, args.workdir)
+    from workflows.config import umask_bits
+
+    os.umask(umask_bits(config.umask))  # the `umask` setting: who may read what this run writes
     return config
 
 
@@ -46,7 +52,7 @@ def cmd_planet(args):
 def cmd_train(args):
     from workflows.recipes import train_checkpoints
 
-    for path in train_checkpoints(_config(args)):
+    for path in train_checkpoints(_config(args), progress_every=args.progress_every):
         print(path)
 
 
@@ -58,9 +64,11 @@ def cmd_skill(args):
 
 
 def cmd_run(args):
+    from workflows.progress import Progress
     from workflows.recipes import run_ensemble
 
-    print(run_ensemble(_config(args), args.members, args.init_times, args.experiment))
+    progress = Progress(log_every=args.progress_every)
+    print(run_ensemble(_config(args), args.members, args.init_times, args.experiment, progress=progress))
 
 
 def cmd_score(args):
@@ -115,6 +123,31 @@ def cmd_nightly(args):
     print(f"nightly: {run.message} (status: {run.root / 'status.json'})")
 
 
+def cmd_info(args):
+    import json
+
+    from workflows.info import describe_store, store_info
+
+    info = store_info(args.store)
+    print(json.dumps(info, indent=2) if args.json else describe_store(info))
+
+
+def cmd_export(args):
+    from workflows.export import export_netcdf
+
+    out = export_netcdf(args.store, args.out, members=args.members, channels=args.channels,
+                        statistics_only=args.statistics_only)
+    print(out)
+
+
+def cmd_plot(args):
+    from workflows.info import plot_store
+
+    for path in plot_store(args.store, plume=args.plume, channel=args.channel, init_time=args.init_time,
+                           lead=args.lead, out=args.out):
+        print(path)
+
+
 def cmd_demo(args):
     from workflows.recipes import demo
 
@@ -126,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="forecast", description="Huge machine-learning weather ensembles: "
                                      "train, perturb, run, store and verify.", epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only (same as --log-level warning)")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="log level (default info)")
+    parser.add_argument("--log-file", help="also append the log to this file")
     parser.add_argument("--debug", action="store_true", help="print the traceback of any error on stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -140,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     with_config("planet", "write the planet's nature run and analyses", cmd_planet)
-    with_config("train", "train the configured checkpoints on the nature run", cmd_train)
+    train = with_config("train", "train the configured checkpoints on the nature run", cmd_train)
+    train.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+                       help="seconds between progress lines when not on a terminal (default 30)")
     with_config("skill", "deterministic RMSE of each checkpoint at skill.lead_hours (sets bred-vector amplitudes)", cmd_skill)
     run = with_config("run", "generate the ensemble into its Zarr store (resumes what is missing)", cmd_run)
     run.add_argument("--members", help="member range A:B to generate (default: all); under srun/torchrun each "
@@ -148,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--experiment", help="run the named experiment (a variant of the ensemble section) instead")
     run.add_argument("--init-times", help="index range A:B of the configured start dates to run (array jobs); "
                      "the store always holds all of them")
+    run.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+                     help="seconds between progress lines (members done/total, member-steps/s, ETA) when not on a "
+                     "terminal, e.g. in Slurm logs (default 30); on a terminal a progress bar")
     with_config("demo", "planet -> train -> skill -> run -> score on the embedded world", cmd_demo, optional=True)
     with_config("nightly", "for cron: run the newest cycle (locally or on Slurm), score what can be verified, "
                 "apply retention, write status.json; exits at once with code 6 if another one is running", cmd_nightly)
@@ -184,6 +224,28 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--slurm-queue", help="partition")
     slurm.add_argument("--slurm-account", help="account to charge")
     score.set_defaults(func=cmd_score)
+    info = sub.add_parser("info", help="what a store holds: members, checkpoints, dates, leads, channels, complete "
+                          "or partial, size, compression")
+    info.add_argument("store", help="ensemble Zarr store")
+    info.add_argument("--json", action="store_true", help="print JSON instead of the summary")
+    info.set_defaults(func=cmd_info)
+    export = sub.add_parser("export", help="write (part of) a store to a CF NetCDF file")
+    export.add_argument("store", help="ensemble Zarr store")
+    export.add_argument("out", help="NetCDF file to write")
+    export.add_argument("--members", help="member range A:B (default: all)")
+    export.add_argument("--channels", help="comma-separated channels (default: all)")
+    export.add_argument("--statistics-only", action="store_true",
+                        help="only the ensemble statistics (ensemble mean, std, ...), no member fields")
+    export.set_defaults(func=cmd_export)
+    plot = sub.add_parser("plot", help="plots of a store: a map of the ensemble mean, or a plume at one point")
+    plot.add_argument("store", help="ensemble Zarr store")
+    plot.add_argument("--plume", metavar="LAT,LON", help="every member at the grid point nearest LAT,LON against lead "
+                      "time (longitude in -180..360 degrees east)")
+    plot.add_argument("--channel", help="channel (default: the first)")
+    plot.add_argument("--init-time", help="start date (default: the first)")
+    plot.add_argument("--lead", type=float, help="lead time in hours for the map (default: the last)")
+    plot.add_argument("--out", help="PNG file (default: beside the store)")
+    plot.set_defaults(func=cmd_plot)
     text = "import a makani model package (HENS, sfno_73ch_small) into a checkpoint of this system"
     imp = sub.add_parser("import-checkpoint", help=text, description=text + ". The checkpoint is read with a restricted "
                          "unpickler (tensors, plain containers, makani's parameter classes as inert records); "
@@ -208,6 +270,20 @@ def _fix_optional_config(args):
     return args
 
 
+def _logging(args) -> None:
+    """Log to stderr at ``--log-level`` (``-q``: warning), and also to ``--log-file`` (with dates) when given."""
+    level = getattr(logging, (args.log_level or ("warning" if args.quiet else "info")).upper())
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if args.log_file:
+        from pathlib import Path
+
+        Path(args.log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(args.log_file))
+        handlers[-1].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=handlers, format="%(asctime)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S", force=True)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -217,8 +293,11 @@ def main(argv=None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     args = _fix_optional_config(args)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        _logging(args)
+    except OSError as error:
+        print(f"forecast: error: cannot write the log file {args.log_file} ({error.strerror or error})", file=sys.stderr)
+        return 2
     for noisy in ("distributed", "bokeh", "tornado"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     os.umask(os.umask(0o027) | 0o027)  # what the commands create is not readable by others

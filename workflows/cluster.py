@@ -36,7 +36,8 @@ class SlurmOptions:
         if self.jobs < 1 or self.cores < 1 or self.processes < 1:
             raise InputError(f"Slurm jobs, cores and processes must be at least 1, got {self}")
         kwargs = {"cores": self.cores, "processes": self.processes, "memory": self.memory, "walltime": self.walltime,
-                  "job_extra_directives": list(self.job_extra), "scheduler_options": {"dashboard_address": None}}
+                  "job_extra_directives": list(self.job_extra),
+                  "scheduler_options": {"dashboard_address": dashboard_address()}}
         if self.queue:
             kwargs["queue"] = self.queue
         if self.account:
@@ -44,6 +45,19 @@ class SlurmOptions:
         if self.interface:
             kwargs["interface"] = self.interface
         return SLURMCluster(**kwargs)
+
+
+def dashboard_address() -> str | None:
+    """``":0"`` (any free port) when the dashboard can run (it needs ``bokeh``), else ``None``."""
+    import importlib.util
+
+    return ":0" if importlib.util.find_spec("bokeh") is not None else None
+
+
+def dashboard_line(cluster) -> str:
+    """Where the Dask dashboard is, or why there is none (one log line, never an error)."""
+    link = getattr(cluster, "dashboard_link", None) if dashboard_address() else None
+    return f"dashboard at {link}" if link else "no dashboard (install bokeh>=3.1 to watch the workers)"
 
 
 def _quiet():
@@ -74,10 +88,12 @@ def dask_client(workers: int = 1, scheduler: str = "", slurm: SlurmOptions | Non
             cluster = slurm.cluster()
             cluster.scale(jobs=slurm.jobs)
             log.info("dask: %d Slurm job(s) of %d worker(s) requested", slurm.jobs, slurm.processes)
+            log.info("dask: %s", dashboard_line(cluster))
         else:
             cluster = LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True,
-                                   dashboard_address=None, memory_limit=worker_memory)
+                                   dashboard_address=dashboard_address(), memory_limit=worker_memory)
             log.info("dask: local cluster with %d worker(s) of %s", max(1, workers), worker_memory)
+            log.info("dask: %s", dashboard_line(cluster))
         client = Client(cluster)
         try:
             yield client

@@ -116,6 +116,10 @@ class TrainSection:
     learning_rate: float = 5e-3
     rollout_steps: int = 1
     processes: int = 0  # 0: one per checkpoint, at most one per core
+    device: str = "auto"  # as ensemble.device: a GPU when one is visible, else the CPU
+    autocast_bf16: bool = False  # bf16 autocast of the network (spectral transforms stay float32)
+    deterministic: bool = True  # on a GPU: deterministic kernels, no TF32 (models.precision)
+    backend: str = "auto"  # process group under srun/torchrun: "auto" (nccl on GPUs, else gloo), "nccl", "gloo"
     vae_loss: VAELossSection = field(default_factory=VAELossSection)
 
 
@@ -165,6 +169,7 @@ class EnsembleSection:
     seed: int = 0
     device: str = "auto"  # "auto": the GPU LOCAL_RANK mod the GPUs visible, else the CPU; or "cuda", "cpu"
     autocast_bf16: bool = False
+    deterministic: bool = True  # on a GPU: bit-identical regeneration; false: TF32 and autotuning (faster)
     writer_threads: int = 2
     perturbation: PerturbationSection = field(default_factory=PerturbationSection)
     statistics: StatisticsSection = field(default_factory=StatisticsSection)
@@ -222,6 +227,26 @@ class Config:
     experiments: dict[str, EnsembleSection] = field(default_factory=dict)
     score: ScoreSection = field(default_factory=ScoreSection)
     nightly: NightlySection = field(default_factory=NightlySection)
+    umask: str | int = "027"  # octal; files of runs and nightly cycles: "027" group-readable, "022" all-readable
+
+    def __post_init__(self):
+        umask_bits(self.umask)  # a bad value is named before anything runs
+
+
+def umask_bits(value) -> int:
+    """The ``umask`` setting as permission bits: an octal string (``"022"``) or the number YAML reads
+    from an unquoted ``022`` (octal 18).
+
+    >>> oct(umask_bits("022")), oct(umask_bits(0o27))
+    ('0o22', '0o27')
+    """
+    try:
+        bits = int(value, 8) if isinstance(value, str) else value
+    except ValueError:
+        bits = None
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 0 <= bits <= 0o777:
+        raise ConfigError(f"umask must be octal permission bits from 000 to 777 (e.g. \"027\"), got {value!r}")
+    return bits
 
 
 # -- building -------------------------------------------------------------------------------------

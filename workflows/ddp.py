@@ -28,15 +28,44 @@ def rendezvous_environment(environ=None) -> dict:
     return {"MASTER_ADDR": address, "MASTER_PORT": port}
 
 
+BACKENDS = ("auto", "nccl", "gloo")
+
+
+def choose_backend(setting: str, device: str) -> str:
+    """The process group's backend: ``auto`` is NCCL when the ranks train on GPUs, gloo on CPU cores.
+
+    Ranks that share one GPU must ask for ``gloo`` (NCCL refuses two ranks on one device).
+
+    >>> choose_backend("auto", "cpu")
+    'gloo'
+    """
+    from workflows.config import ConfigError
+
+    if setting not in BACKENDS:
+        raise ConfigError(f"train.backend must be one of {BACKENDS}, got {setting!r}")
+    cuda = device.startswith("cuda")
+    if setting == "nccl" and not cuda:
+        raise ConfigError(f"train.backend 'nccl' needs GPUs, but training runs on {device!r}")
+    if setting == "auto":
+        import torch.distributed as dist
+
+        return "nccl" if cuda and dist.is_nccl_available() else "gloo"
+    return setting
+
+
 @contextmanager
-def process_group(rank: int, world: int, backend: str = "gloo"):
-    """Join the job's process group for the ``with`` block (``gloo``: training runs on the CPU here)."""
+def process_group(rank: int, world: int, backend: str = "gloo", device: str = "cpu"):
+    """Join the job's process group for the ``with`` block (``gloo`` on CPU cores, ``nccl`` on GPUs)."""
     import torch.distributed as dist
 
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.set_device(device)  # NCCL's communicator belongs to this rank's GPU
     os.environ.update(rendezvous_environment())
     dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world)
-    log.info("train: rank %d of %d joined the process group at %s:%s", rank, world, os.environ["MASTER_ADDR"],
-             os.environ["MASTER_PORT"])
+    log.info("train: rank %d of %d joined the process group at %s:%s (%s, %s)", rank, world, os.environ["MASTER_ADDR"],
+             os.environ["MASTER_PORT"], backend, device)
     try:
         yield
     finally:

@@ -83,7 +83,7 @@ def run_nightly(config: Config, config_path: str | os.PathLike, overrides=()) ->
     receive too). Raises ``LockHeld`` at once when another invocation is running."""
     check_settings(config)
     root = nightly_root(config)
-    root.mkdir(parents=True, exist_ok=True, mode=0o750)
+    root.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(root / "nightly.lock"):
         run = NightlyRun(root)
         handler = _log_to_file(root / "logs")
@@ -283,7 +283,7 @@ def _submit_ensemble(config: Config, config_path: Path, overrides: list, cycle, 
     if previous:
         log.warning("nightly: cycle %s: ensemble job %s ended without completing the store; resubmitting (it resumes)",
                     _stamp(cycle), previous)
-    folder.mkdir(parents=True, exist_ok=True, mode=0o750)
+    folder.mkdir(parents=True, exist_ok=True)
     stamp = _stamp(cycle)
     arguments = [config_path, *overrides, f"paths.store={(folder / 'ensemble.zarr').resolve()}",
                  f"ensemble.init_times.start={stamp}", f"ensemble.init_times.stop={stamp}"]
@@ -351,10 +351,11 @@ def _now() -> str:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    """Write ``data`` to ``path`` atomically (a temporary file renamed into place), mode 0640."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    """Write ``data`` to ``path`` atomically (a temporary file renamed into place); who may read it is the
+    umask's business (the `umask` setting)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=2, default=str)
         f.write("\n")
@@ -366,7 +367,7 @@ def _write_status(root: Path, status: dict) -> None:
 
 
 def _log_to_file(folder: Path) -> logging.FileHandler:
-    folder.mkdir(parents=True, exist_ok=True, mode=0o750)
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"nightly-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
     handler = logging.FileHandler(path)
     handler.setLevel(logging.INFO)

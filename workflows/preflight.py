@@ -120,14 +120,14 @@ def _check_values(fields: np.ndarray, low: np.ndarray, high: np.ndarray, engine,
 
 def check_writable(path: str | os.PathLike) -> None:
     """Make sure ``path`` is a name the file system accepts and the folder that will hold it exists
-    (mode 0750) and accepts a file; raise ``InputError`` for a path too long, else ``SystemFailure`` naming
+    (mode from the umask) and accepts a file; raise ``InputError`` for a path too long, else ``SystemFailure`` naming
     the folder. Folders created here are removed again when the check fails."""
     path = Path(os.path.abspath(path))
     check_path_length(path)
     folder = path.parent
     made = [p for p in (folder, *folder.parents) if not os.path.exists(p)]
     try:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o750)
+        folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:

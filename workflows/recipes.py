@@ -57,10 +57,13 @@ def make_planet(config: Config) -> tuple[Path, Path]:
 
 def _write_dataset(ds, path: Path) -> None:
     """Write a whole dataset to Zarr atomically (a temporary path renamed into place)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    from forecast.store import consolidate
+
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     ds.to_zarr(str(tmp), mode="w", consolidated=False, zarr_format=3)
+    consolidate(tmp)  # plain xr.open_zarr opens it without a warning
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
 
@@ -78,9 +81,12 @@ def compute_skill(config: Config) -> dict:
     analyses = open_source(config.paths.resolve("analysis"), name="analyses", grid=grid, channels=channels, regrid=regrid)
     truth = open_source(config.paths.resolve("nature"), name="nature run", grid=grid, channels=channels, regrid=regrid)
     init_times = config.skill.init_times.times()
+    from ensembles.ranks import device_for
+
+    device = device_for(config.ensemble.device, 0)  # the device the ensemble's steps run on
     results = {}
     for d in checkpoint_dirs(config, list(model_sets(config))):
-        model = load_checkpoint(d)
+        model = load_checkpoint(d, device)
         rmse = deterministic_rmse(model, analyses, truth, init_times, config.skill.lead_hours)
         save_skill(d, rmse, config.skill.lead_hours, len(init_times), str(config.paths.resolve("analysis")))
         log.info("skill: %s RMSE at %d h: %s", d.name, config.skill.lead_hours, {k: round(v, 3) for k, v in rmse.items()})
@@ -119,14 +125,15 @@ def store_path(config: Config, experiment: str | None = None) -> Path:
     return config.paths.resolve("experiments") / f"{experiment}.zarr"
 
 
-def build_engine(config: Config, local_rank: int = 0, experiment: str | None = None):
+def build_engine(config: Config, local_rank: int = 0, experiment: str | None = None, rank: int = 0):
     from ensembles.engine import EnsembleEngine, auto_batch_size
     from ensembles.plan import MemberPlan
     from ensembles.ranks import device_for
     from ensembles.stats import StatisticsSpec
     from forecast.data import open_source
-    from forecast.store import EnsembleStore, StoreError
     from models.checkpoint import read_card
+    from models.precision import set_numerical_mode
+    from workflows.batch_size import resolve_batch_size
 
     e = ensemble_section(config, experiment)
     checkpoints = checkpoint_dirs(config, e.models or None)
@@ -139,14 +146,9 @@ def build_engine(config: Config, local_rank: int = 0, experiment: str | None = N
     plan = MemberPlan(len(checkpoints), e.members_per_checkpoint, control=e.control,
                       perturbation="none" if e.perturbation.method == "none" else "paired")
     device = device_for(e.device, local_rank)
-    batch_size = e.batch_size
-    if batch_size == "auto":
-        try:  # a store that exists fixes the batch layout
-            batch_size = EnsembleStore.open(store_path(config, experiment)).schema.attrs["batch_size"]
-        except StoreError:
-            batch_size = auto_batch_size(checkpoints[0], device, card.model_grid.shape)
-    elif not isinstance(batch_size, int):
-        raise ConfigError(f"ensemble.batch_size must be a positive integer or 'auto', got {batch_size!r}")
+    set_numerical_mode(e.deterministic, device)  # before the first CUDA operation
+    batch_size = resolve_batch_size(e.batch_size, store_path(config, experiment), device=device, rank=rank,
+                                    measure=lambda: auto_batch_size(checkpoints[0], device, card.model_grid.shape))
     s = e.statistics
     statistics = None
     if s.channels:
@@ -164,13 +166,18 @@ def build_engine(config: Config, local_rank: int = 0, experiment: str | None = N
 
 
 def run_ensemble(config: Config, members: str | None = None, init_times: str | None = None,
-                 experiment: str | None = None) -> Path:
-    """Generate the ensemble (or an experiment's; this rank's share under srun/torchrun) into its store."""
+                 experiment: str | None = None, progress=None) -> Path:
+    """Generate the ensemble (or an experiment's; this rank's share under srun/torchrun) into its store.
+
+    ``progress``: a :class:`workflows.progress.Progress` (default: a bar on a terminal or in a notebook,
+    a log line every 30 s otherwise)."""
+    from workflows.progress import Progress
+
     from ensembles.plan import parse_member_range
     from ensembles.ranks import rank_from_environment
 
     ranks = rank_from_environment()
-    engine = build_engine(config, ranks.local_rank, experiment)
+    engine = build_engine(config, ranks.local_rank, experiment, rank=ranks.rank)
     start, stop = parse_member_range(members, engine.plan.size) if members else (0, engine.plan.size)
     init_indices = None
     if init_times:
@@ -186,7 +193,10 @@ def run_ensemble(config: Config, members: str | None = None, init_times: str | N
 
     with naming(path):  # a full disk names the store
         store = engine.create_store(path)
-        counts = engine.run(store, start, stop, rank=ranks.rank, world=ranks.world, init_indices=init_indices)
+        label = "run" if ranks.world == 1 else f"run rank {ranks.rank}/{ranks.world}"
+        with progress or Progress(label) as shown:
+            counts = engine.run(store, start, stop, rank=ranks.rank, world=ranks.world, init_indices=init_indices,
+                                progress=shown)
     log.info("run: rank %d/%d, members %d:%d into %s: %s", ranks.rank, ranks.world, start, stop, path, counts)
     return path
 
@@ -221,16 +231,20 @@ def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: st
         forecast = select_members(forecast, members)
     lazy = score_ensemble(forecast, open_truth(truth_path), regions=tuple(verify.REGIONS) + tuple(regions),
                           regrid=regrid)
-    out_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    out_dir.mkdir(parents=True, exist_ok=True)
     clear_scored(out_dir)
     began = time.perf_counter()
     with dask_client(workers or available_cores(), scheduler, slurm, worker_memory or LOCAL_WORKER_MEMORY) as client:
         scores = _compute_with_progress(client, lazy)
     log.info("score: %s scored in %.1f s", store_path, time.perf_counter() - began)
+    from forecast.cf import plain_strings, time_encoding, with_cf_attributes
+
+    scores = with_cf_attributes(plain_strings(scores))
+    scores.attrs["maps_init_time"] = np.datetime_as_string(forecast["init_time"].values[0], "h")  # the maps' date
     if partial:
         scores.attrs["partial"] = partial
     tmp = out_dir / "scores.nc.partial"
-    scores.to_netcdf(tmp)
+    scores.to_netcdf(tmp, encoding=time_encoding(scores))
     os.replace(tmp, out_dir / "scores.nc")
     report = write_report(scores, out_dir, store_path)
     mark_scored(out_dir, [p for p in out_dir.iterdir() if p.is_file() and not p.name.startswith(".")

@@ -49,8 +49,13 @@ def _distributed() -> bool:
     return rank_from_environment().world > 1
 
 
-def train_checkpoints(config: Config) -> list[Path]:
-    """Train every checkpoint of every model set that is missing (checkpoints that load are kept)."""
+def train_checkpoints(config: Config, progress_every: float = 30.0) -> list[Path]:
+    """Train every checkpoint of every model set that is missing (checkpoints that load are kept).
+
+    Progress (checkpoints done / total, training steps/s, ETA) is a bar on a terminal or in a notebook and
+    a log line at most every ``progress_every`` seconds otherwise."""
+    from workflows.progress import Progress
+
     from models.checkpoint import CheckpointError, load_checkpoint
 
     jobs, dirs = [], []
@@ -70,27 +75,48 @@ def train_checkpoints(config: Config) -> list[Path]:
         return dirs
     workers = config.train.processes or min(len(jobs), available_cores())
     log.info("train: %d checkpoint(s) in %d process(es)", len(jobs), workers)
-    if workers == 1:
-        for name, k in jobs:
-            train_one(config, name, k)
-    else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                 initializer=_quiet_worker, initargs=(logging.getLogger().level,)) as pool:
-            for result in pool.map(train_one, [config] * len(jobs), [n for n, _ in jobs], [k for _, k in jobs]):
-                log.info("train: wrote %s", result)
+    sets = model_sets(config)
+    with Progress("train", unit="checkpoints", log_every=progress_every) as progress:
+        progress.start(len(jobs), 0, steps=max(sets[name].steps for name, _ in jobs))
+        if workers == 1:
+            for name, k in jobs:
+                train_one(config, name, k)
+                progress.advance()
+        else:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                     initializer=_quiet_worker, initargs=(logging.getLogger().level,)) as pool:
+                for result in pool.map(train_one, [config] * len(jobs), [n for n, _ in jobs], [k for _, k in jobs],
+                                       range(len(jobs))):  # the job's index spreads checkpoints over the GPUs
+                    log.info("train: wrote %s", result)
+                    progress.advance()
     return dirs
 
 
 def _train_distributed(config: Config, jobs) -> None:
-    """Under srun/torchrun every rank trains each checkpoint together (DDP, gloo on CPU cores)."""
+    """Under srun/torchrun every rank trains each checkpoint together (DDP: NCCL on GPUs, gloo on CPU cores)."""
     from ensembles.ranks import rank_from_environment
-    from workflows.ddp import barrier, process_group
+    from workflows.ddp import barrier, choose_backend, process_group
 
     ranks = rank_from_environment()
-    with process_group(ranks.rank, ranks.world):
+    device = training_device(config.train, ranks.local_rank)
+    with process_group(ranks.rank, ranks.world, choose_backend(config.train.backend, device), device):
         for name, k in jobs:
-            train_one(config, name, k)
+            train_one(config, name, k, ranks.local_rank)
             barrier()
+
+
+def training_device(section: TrainSection, local_rank: int) -> str:
+    """The device a training process uses (``train.device``, resolved like ``ensemble.device``), with the
+    numerical mode (``train.deterministic``) applied before CUDA starts."""
+    from ensembles.ranks import device_for
+    from models.precision import set_numerical_mode
+
+    try:
+        device = device_for(section.device, local_rank)
+    except ValueError as error:
+        raise ConfigError(f"train.device: {error}") from None
+    set_numerical_mode(section.deterministic, device, warn_only=True)
+    return device
 
 
 def available_cores() -> int:
@@ -136,8 +162,9 @@ def architecture_for(section: TrainSection, channels, grid) -> dict:
         raise ConfigError(f"architecture of the {section.model} model set: {error}") from None
 
 
-def train_one(config: Config, name: str, k: int) -> Path:
-    """Train checkpoint ``k`` of model set ``name``; under DDP only rank 0 writes it."""
+def train_one(config: Config, name: str, k: int, local_rank: int = 0) -> Path:
+    """Train checkpoint ``k`` of model set ``name`` on ``train.device`` (``local_rank`` picks the GPU);
+    under DDP only rank 0 writes it."""
     from models.card import ModelCard
     from models.checkpoint import build_model, save_checkpoint
     from models.train import TrainSettings, VAELoss, rank_and_world, seeded_init, train
@@ -152,6 +179,8 @@ def train_one(config: Config, name: str, k: int) -> Path:
     training = {"period": [str(times[0]), str(times[-1])], **asdict(settings)}
     if loss is not None:
         training["loss"] = {"name": "fair CRPS + beta KL", **asdict(loss)}
+    if section.autocast_bf16:
+        training["autocast_bf16"] = True
     card = ModelCard(family=section.model, channels=channels, grid=grid.to_dict(), dt_hours=dt_hours, mean=mean, std=std,
                      architecture=architecture_for(section, channels, grid), name=f"{name}-{k}", seed=seed,
                      training=training)
@@ -159,7 +188,9 @@ def train_one(config: Config, name: str, k: int) -> Path:
     data = source.fields(times, channels)
     data = ((data - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
     began = time.perf_counter()
-    losses = train(model, data, settings, seed, grid.area_weights(), loss_fn=loss)
+    device = training_device(section, local_rank)
+    losses = train(model, data, settings, seed, grid.area_weights(), loss_fn=loss, device=device,
+                   autocast_bf16=section.autocast_bf16)
     record = {**card.training, "final_loss": float(np.mean(losses[-50:])), "seconds": round(time.perf_counter() - began, 1),
               "loss_curve": _curve(losses)}
     architecture = card.architecture
