@@ -4,7 +4,9 @@ For each ensemble size M this writes a synthetic store through the store API (En
 write / finish; a small grid, a few leads, its truth beside it), then runs `forecast score` on it in a
 fresh process with a local Dask cluster, sampling the resident memory of that process and all its
 children (scheduler, workers) every 0.1 s. It prints M, the store's size, wall time, the peak
-memory of the tree, and a straight-line fit of time against M.
+memory of the tree, and a straight-line fit of time against M. In the same run it reads every channel of
+the store with zarr directly (decoded float32, in a fresh process) and prints both throughputs in GB/s of
+float32 data and their ratio (``forecast score`` end to end / zarr's direct read).
 
     python bench/score_store.py                      # M = 928, 1856, 3712, 7424 (writes ~1 GB under --workdir)
     python bench/score_store.py --members 116 464    # quick
@@ -67,6 +69,27 @@ def run_score(store: Path, truth: Path, out: Path, workers: int) -> tuple[float,
     return seconds, peak, stdout.strip()
 
 
+DIRECT_READ = """
+import sys, time, zarr
+group = zarr.open_group(sys.argv[1], mode="r")
+began = time.perf_counter()
+total = 0
+for name in sys.argv[2:]:
+    array = group[name]
+    for i in range(array.shape[1]):  # one start date at a time (a start date fits memory)
+        total += array[:, i].nbytes
+print(total, time.perf_counter() - began)
+"""
+
+
+def direct_read(store: Path, channels) -> tuple[int, float]:
+    """Bytes of decoded float32 and seconds for zarr's own read of every channel, in a fresh process."""
+    out = subprocess.run([sys.executable, "-c", DIRECT_READ, str(store), *channels], capture_output=True, text=True,
+                         check=True)
+    size, seconds = out.stdout.split()
+    return int(size), float(seconds)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, nargs="+", default=[928, 1856, 3712, 7424])
@@ -75,6 +98,7 @@ def main(argv=None) -> int:
     parser.add_argument("--leads", type=int, default=4)
     parser.add_argument("--channels", nargs="+", default=["z500", "t2m"])
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--init-times", type=int, default=1)
     args = parser.parse_args(argv)
 
     from forecast.mock import write_mock_store
@@ -83,18 +107,22 @@ def main(argv=None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     rows = []
     print(f"# forecast score on synthetic stores: grid {args.grid[0]}x{args.grid[1]}, {args.leads} leads, "
-          f"channels {' '.join(args.channels)}, 1 start date, {args.workers} local worker(s)")
-    print(f"{'M':>6} {'store MB':>9} {'write s':>8} {'score s':>8} {'peak tree MB':>13}")
+          f"channels {' '.join(args.channels)}, {args.init_times} start date(s), {args.workers} local worker(s)")
+    print(f"{'M':>6} {'store MB':>9} {'write s':>8} {'score s':>8} {'peak tree MB':>13} {'zarr GB/s':>10} "
+          f"{'score GB/s':>11} {'ratio':>6}")
     for m in args.members:
         store = workdir / f"mock-{m}.zarr"
         began = time.perf_counter()
-        store, truth = write_mock_store(store, members=m, channels=tuple(args.channels), init_times=1, leads=args.leads,
+        store, truth = write_mock_store(store, members=m, channels=tuple(args.channels), init_times=args.init_times, leads=args.leads,
                                         nlat=args.grid[0], nlon=args.grid[1], block=512)
         written = time.perf_counter() - began
         size = sum(f.stat().st_size for f in store.rglob("*") if f.is_file()) / 2**20
+        data_bytes, read_seconds = direct_read(store, args.channels)
         seconds, peak, _ = run_score(store, truth, workdir / f"mock-{m}-scores", args.workers)
         rows.append((m, seconds, peak))
-        print(f"{m:>6} {size:>9.1f} {written:>8.1f} {seconds:>8.1f} {peak / 2**20:>13.0f}", flush=True)
+        direct, scored = data_bytes / read_seconds / 1e9, data_bytes / seconds / 1e9
+        print(f"{m:>6} {size:>9.1f} {written:>8.1f} {seconds:>8.1f} {peak / 2**20:>13.0f} {direct:>10.3f} "
+              f"{scored:>11.3f} {scored / direct:>6.2f}", flush=True)
     members = np.array([r[0] for r in rows], dtype=float)
     seconds = np.array([r[1] for r in rows])
     peak_mb = max(r[2] for r in rows) / 2**20

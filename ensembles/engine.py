@@ -9,9 +9,10 @@ leaves the device through a pinned host buffer with an asynchronous copy.
 Ranks (``srun -n R``, ``torchrun``) split the plan's windows (``MemberPlan.windows``) into contiguous
 runs, so each rank writes only its own shards; no communication is needed.
 
-Resume: a block's done flags are written after its values; with streaming statistics they wait until
-the partial statistics of the rank's (checkpoint, start date) group are stored too. The statistics of a
-start date are finalised (parts merged in member order) by whichever rank completes the coverage.
+Resume: a block's done flags are written after its values; with streaming statistics, after the
+block's statistics part too (one part per block, at a place fixed by the block, so a recomputed block
+replaces its own part). The statistics of a start date are finalised (parts merged in block order) by
+whichever rank finds every part stored; finalising is idempotent.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from ensembles.perturb import BredVector, SphericalGaussian, non_negative_floor
 from ensembles.plan import MemberPlan
 from ensembles.ranks import split_windows
 from ensembles.seeds import member_generator, member_seed
-from ensembles.stats import EnsembleAccumulator, StatisticsSpec
+from ensembles.stats import EnsembleAccumulator, StatisticsSpec, finalise_statistics
 from forecast.data import DataError, Source
 from forecast.errors import InputError, StoreError
 from forecast.rollout import rollout
@@ -80,6 +81,7 @@ class EnsembleEngine:
     zstd_level: int = 3
     writer_threads: int = 2
     autocast_bf16: bool = False
+    attrs: dict = field(default_factory=dict)  # more run description for the store (e.g. amplitude_calibration)
 
     def __post_init__(self):
         self.init_times = np.atleast_1d(np.asarray(self.init_times, dtype="datetime64[ns]"))
@@ -158,6 +160,7 @@ class EnsembleEngine:
                 "batch_size": self.batch_size,
                 "model_dt_hours": self.dt_hours,
                 "statistics_only": list(self.statistics_only),
+                **self.attrs,
             },
         )
 
@@ -231,30 +234,27 @@ class EnsembleEngine:
         return counts
 
     def _run_group(self, model, store, sink, init_index: int, pending, progress=None) -> None:
-        """Run one (checkpoint, start date) group of blocks; persist statistics, then the done flags."""
-        accumulator = None
-        if self.statistics is not None:
-            accumulator = EnsembleAccumulator(self.statistics, self.lead_steps + 1, self.grid.shape)
-        stat_index = [self.channels.index(c) for c in self.statistics.channels] if accumulator else []
+        """Run one (checkpoint, start date) group of blocks; each block's statistics part is stored
+        before its done flags."""
+        stat_index = [self.channels.index(c) for c in self.statistics.channels] if self.statistics else []
         store_index = [self.channels.index(c) for c in self.stored]
-        finished = []
         for a, b, lo, hi in pending:
+            accumulator = None
+            if self.statistics is not None:  # one per block: a block's part depends on its members alone
+                accumulator = EnsembleAccumulator(self.statistics, self.lead_steps + 1, self.grid.shape)
             checksums = Checksums(hi - lo, len(self.stored))
             buffer = []
             for lead, state in self.run_block(model, init_index, a, b):
                 rows = slice(lo - a, hi - a)
                 sink.submit(self._consume, lead, state, rows, store_index, stat_index, checksums, accumulator, buffer,
                             init_index, lo, hi)
-            finished.append((lo, hi, checksums))
-            if accumulator is None:  # the block is done once its writes are: the next block need not wait
-                sink.submit(self._finish_block, store, init_index, lo, hi, checksums, progress)
-        if accumulator is not None:
-            sink.drain()
-            store.write_statistics_part(init_index, [(lo, hi) for lo, hi, _ in finished], accumulator.to_arrays())
-            for lo, hi, checksums in finished:
-                self._finish_block(store, init_index, lo, hi, checksums, progress, sink)
+            # the ordered sink thread runs this after the block's leads: the next block need not wait
+            sink.submit(self._finish_block, store, init_index, (a, b), lo, hi, checksums, accumulator, progress)
 
-    def _finish_block(self, store, init_index: int, lo: int, hi: int, checksums, progress, sink) -> None:
+    def _finish_block(self, store, init_index: int, block, lo: int, hi: int, checksums, accumulator, progress,
+                      sink) -> None:
+        if accumulator is not None:
+            store.write_statistics_part(init_index, block, accumulator.to_arrays())
         sink.wait_writes()
         store.finish(init_index, lo, hi, checksums.result())
         if progress is not None:
@@ -264,10 +264,10 @@ class EnsembleEngine:
     def _consume(self, lead, state, rows, store_index, stat_index, checksums, accumulator, buffer, init_index, lo, hi,
                  sink):
         """Sink-thread work for one lead of a block: host copy, checksums, statistics, shard writes."""
-        values = _to_numpy(state)[rows]
-        stored = values[:, store_index]
+        values = _to_numpy(state)
+        stored = values[rows][:, store_index]
         checksums.update(stored)
-        if accumulator is not None:
+        if accumulator is not None:  # every member of the block, also those outside start:stop
             every = stat_index == list(range(values.shape[1]))  # all channels in order: no copy
             accumulator.update(lead, values if every else values[:, stat_index], threads=sink.statistics_threads)
         if not self.stored:
@@ -279,23 +279,8 @@ class EnsembleEngine:
             buffer.clear()
 
     def finalise_statistics(self, store: EnsembleStore, init_index: int) -> bool:
-        """Merge the stored parts of a start date, in member order, once they cover every member."""
-        if store.statistics_done(init_index):
-            return True
-        parts = store.statistics_parts(init_index)
-        covered = np.zeros(self.plan.size, dtype=np.int64)
-        for intervals, _ in parts:
-            for lo, hi in intervals:
-                covered[lo:hi] += 1
-        if (covered == 0).any():
-            return False
-        if (covered > 1).any():
-            raise StoreError(f"statistics parts of start date {init_index} overlap (members {np.flatnonzero(covered > 1)[:5]})")
-        total = EnsembleAccumulator.from_arrays(self.statistics, parts[0][1])
-        for _, arrays in parts[1:]:
-            total.merge(EnsembleAccumulator.from_arrays(self.statistics, arrays))
-        store.write_statistics(init_index, total.result())
-        return True
+        """Finalise a start date's statistics once every block's part is stored (see :func:`finalise_statistics`)."""
+        return finalise_statistics(store, init_index)
 
     # -- numerics ---------------------------------------------------------------------------------
     def initial_state(self, model, init_index: int) -> torch.Tensor:

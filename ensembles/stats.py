@@ -6,8 +6,8 @@ batches and ranks gives the same moments up to round-off), the minimum and maxim
 above each configured threshold, and the ``tail_members`` largest and smallest values. The tails give
 *exact* quantiles (numpy's default linear interpolation between order statistics) for any quantile
 whose order statistics lie within them, which for ``M`` members means ``q <= (k - 1) / (M - 1)`` or
-``q >= 1 - (k - 1) / (M - 1)``. A 7,424-member ensemble with ``tail_members=75`` thus has exact 1% and
-99% quantiles without keeping its members.
+``q >= 1 - (k - 1) / (M - 1)``. A 7,424-member ensemble with ``tail_members=76`` thus has exact 1% and
+99% quantiles without keeping its members. :func:`finalise_statistics` merges the per-block parts a store holds.
 """
 
 from __future__ import annotations
@@ -196,3 +196,24 @@ class EnsembleAccumulator:
             values = [bottom[:, :, i] if i < k else top[:, :, i - (members - k)] for i in (low, high)]
             results.append(values[0] + (h - low) * (values[1] - values[0]))
         return np.stack(results, axis=2).astype(np.float32)
+
+
+def finalise_statistics(store, init_index: int) -> bool:
+    """Merge the statistics parts of a start date stored in ``store`` (a :class:`forecast.store.EnsembleStore`),
+    one per block in block order, and write the final statistics once every block's part is stored;
+    returns whether they are final.
+
+    The fold order is fixed by the blocks, so the result is bit-identical however the blocks were run
+    (ranks, reruns, concurrent runs), and finalising twice writes the same values (idempotent).
+    """
+    if store.statistics_done(init_index):
+        return True
+    complete = store.statistics_complete(init_index)
+    if not complete.all():
+        return False
+    spec = StatisticsSpec(**store.schema.statistics)
+    total = EnsembleAccumulator.from_arrays(spec, store.statistics_part(init_index, 0))
+    for b in range(1, len(store.blocks)):
+        total.merge(EnsembleAccumulator.from_arrays(spec, store.statistics_part(init_index, b)))
+    store.write_statistics(init_index, total.result())
+    return True

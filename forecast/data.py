@@ -9,6 +9,7 @@ readers convert their layouts to it (``forecast.era5``: WeatherBench2, ARCO-ERA5
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ class Source:
     dataset: object  # xarray.Dataset
     name: str = "source"
     missing: dict = field(default_factory=dict)
+    path: str = ""  # the file or store read, named when a chunk of it cannot be decoded
 
     def __post_init__(self):
         ds = self.dataset
@@ -99,7 +101,10 @@ class Source:
             if not np.issubdtype(da.dtype, np.floating):
                 raise DataError(f"{self.name}: channel {name} has dtype {da.dtype}; a floating-point field is required")
         # one compute for all channels: channels cut from one stored variable (levels) share its chunk reads
-        selected = self.dataset[list(dict.fromkeys(channels))].isel(time=index).load()
+        from forecast.store import undecodable_named
+
+        with undecodable_named(self.path, DataError, self.name) if self.path else contextlib.nullcontext():
+            selected = self.dataset[list(dict.fromkeys(channels))].isel(time=index).load()
         return np.stack([np.asarray(selected[name].values, dtype=np.float32) for name in channels], axis=1)
 
     def initial_state(self, time, channels) -> np.ndarray:
@@ -167,6 +172,12 @@ def open_source(path, name: str | None = None, grid: Grid | None = None, channel
             ds = xr.open_zarr(path, consolidated=None if remote else False)
         except Exception as error:  # zarr raises several types for a non-store path
             raise DataError(f"data source {path} is not a readable Zarr store ({error})") from None
+    source = _open_layout(ds, path, name, grid, channels, regrid)
+    source.path = path
+    return source
+
+
+def _open_layout(ds, path, name, grid, channels, regrid) -> Source:
     if _is_system_layout(ds):
         source = Source(ds, name=name or path)
         if grid is not None and source.grid != grid:

@@ -102,10 +102,12 @@ def mock_ensemble(members: int = 8, channels=("z500", "t2m"), init_times: int = 
 
 
 def write_mock_store(path, members: int, channels=("z500", "t2m"), init_times: int = 1, leads: int = 4, nlat: int = 17,
-                     nlon: int = 32, block: int = 256, spread_factor: float = 1.0, seed: int = 0, control: bool = False):
+                     nlon: int = 32, block: int = 256, spread_factor: float = 1.0, seed: int = 0, control: bool = False,
+                     checkpoints: int = 1):
     """Write a synthetic ensemble store through :class:`forecast.store.EnsembleStore` (create, write block
     by block, finish) and its truth next to it (``<path>.truth.zarr``); returns ``(store_path, truth_path)``.
-    Memory stays at one block of ``block`` members."""
+    Memory stays at one block of ``block`` members. ``checkpoints`` labels contiguous member blocks with
+    checkpoint numbers (the values stay exchangeable)."""
     from pathlib import Path
 
     from dataclasses import asdict
@@ -120,7 +122,7 @@ def write_mock_store(path, members: int, channels=("z500", "t2m"), init_times: i
         init_times=tuple(np.datetime_as_string(t, "s") for t in init),
         lead_hours=tuple(int(h) for h in lead / np.timedelta64(1, "h")), n_members=members,
         layout=asdict(StoreLayout(shard_members=min(block, members), lead_chunk=leads + 1)),
-        members={"checkpoint": [0] * members, "model_family": ["mock"] * members, "pair": list(range(members)),
+        members={"checkpoint": [m * checkpoints // members for m in range(members)], "model_family": ["mock"] * members, "pair": list(range(members)),
                  "sign": [1] * members},
         attrs={"member_plan": {"control": control}, "mock": {"seed": seed, "spread_factor": spread_factor}},
     )

@@ -31,6 +31,7 @@ SCORE_DIMS = ("init_time", "lat", "lon")
 EVENT_QUANTILES = {"above_q90": (0.9, True), "below_q10": (0.1, False)}
 CLIMATE_SAMPLES = 120  # truth times kept as the climatological ensemble (CRPS skill score)
 EFI_LEVELS = 101  # model-climate quantiles for the EFI
+GROUPED_RANK_REFERENCE_MEMBERS = 1024  # larger grouped stores get the (cheap) outlier reference, not the rank one
 
 
 def _schema(ds) -> StoreSchema | None:
@@ -148,6 +149,59 @@ def open_truth(path) -> xr.Dataset:
     return open_dataset(path)
 
 
+# score -> (long_name, units): "channel" takes the channel's units, "channel^2" their square, else as written
+SCORE_METADATA = {
+    "crps": ("fair continuous ranked probability score", "channel"),
+    "crps_standard": ("continuous ranked probability score of the empirical distribution", "channel"),
+    "crps_by_init_time": ("fair CRPS per start date, global area-weighted mean", "channel"),
+    "crps_skill_score": ("CRPS skill score against the truth's climatology", "1"),
+    "ensemble_mean_rmse": ("root-mean-square error of the ensemble mean", "channel"),
+    "ensemble_mean_bias": ("mean error of the ensemble mean", "channel"),
+    "spread": ("ensemble spread (root of the mean unbiased member variance)", "channel"),
+    "spread_skill_ratio": ("spread-skill ratio, exchangeable members (sqrt((M+1)/M) spread / RMSE)", "1"),
+    "spread_skill_ratio_grouped": ("consistency ratio of a grouped (multi-checkpoint) ensemble, random-effects ANOVA",
+                                   "1"),
+    "within_group_variance": ("member variance within checkpoints (ANOVA)", "channel^2"),
+    "between_group_variance": ("variance between checkpoints (ANOVA)", "channel^2"),
+    "best_member_rmse": ("root-mean-square error of the best member", "channel"),
+    "control_rmse": ("root-mean-square error of the control member", "channel"),
+    "outlier_fraction": ("fraction of cases with the truth outside the ensemble range", "1"),
+    "outlier_reliable_value_grouped": ("outlier fraction of a consistent grouped ensemble of this design", "1"),
+    "rank_histogram": ("number of cases with the truth at each rank among the members", "1"),
+    "rank_reliable_frequency_grouped": ("rank probabilities of a consistent grouped ensemble of this design", "1"),
+    "sigma_exceedance_fraction": ("fraction of members beyond k standard deviations from the ensemble mean", "1"),
+    "twcrps_above_q90": ("threshold-weighted CRPS above the truth's climatological 90th percentile", "channel"),
+    "brier_score": ("Brier score of the event", "1"),
+    "reliability_forecast_probability": ("mean forecast probability in the bin", "1"),
+    "reliability_observed_frequency": ("observed frequency of the event in the bin", "1"),
+    "reliability_count": ("number of cases in the bin", "1"),
+    "exceedance_probability_map": ("probability of the event (first start date, last lead)", "1"),
+    "efi_map": ("extreme forecast index (first start date, last lead)", "1"),
+}
+
+
+def describe_scores(result: xr.Dataset, channel_units: dict) -> xr.Dataset:
+    """Give every score its own ``long_name`` and ``units`` (``1`` for ratios, counts and probabilities;
+    the channel's units, or their square, when all channels share them; otherwise the ``channel_units``
+    coordinate says them per channel)."""
+    units = [channel_units.get(c, "") for c in result["channel"].values]
+    shared = units[0] if len(set(units)) == 1 else None
+    result = result.assign_coords(channel_units=("channel", units))
+    for name, variable in result.data_vars.items():
+        long_name, kind = SCORE_METADATA.get(name, (name.replace("_", " "), "1"))
+        attrs = {k: v for k, v in variable.attrs.items() if k in ("reliable_value",)}
+        attrs["long_name"] = long_name
+        if kind.startswith("channel"):
+            if shared is not None:
+                attrs["units"] = shared if kind == "channel" else f"({shared})^2"
+            else:
+                attrs["units_per_channel"] = "channel_units" + ("" if kind == "channel" else ", squared")
+        else:
+            attrs["units"] = kind
+        variable.attrs = attrs
+    return result
+
+
 def control_member(forecast: xr.Dataset) -> int | None:
     plan = json.loads(forecast.attrs.get("member_plan", "{}"))
     return 0 if plan.get("control") else None
@@ -212,6 +266,7 @@ def score_ensemble(forecast: xr.Dataset, truth: xr.Dataset, dims=SCORE_DIMS, reg
     dims = list(dims)
     control = control_member(forecast)
     m = forecast.sizes["member"]
+    groups = "checkpoint" if "checkpoint" in forecast.coords and np.unique(forecast["checkpoint"].values).size > 1 else None
     if climate:
         thresholds, model_climate, sample = truth_climate(truth, forecast)
     per_channel = []
@@ -252,6 +307,9 @@ def score_ensemble(forecast: xr.Dataset, truth: xr.Dataset, dims=SCORE_DIMS, reg
                 [verify.exceedance_probability(first, thresholds[name][e], above=EVENT_QUANTILES[e][1]) for e in events],
                 dim=xr.DataArray(events, dims="event", name="event"))
             scores["efi_map"] = verify.extreme_forecast_index(first, model_climate[name])
+        scores["crps_by_init_time"] = verify.reduce_mean(fair, [d for d in dims if d != "init_time"])
+        if groups is not None:
+            scores.update(grouped_scores(f, y, groups, dims, regions))
         ds = xr.Dataset(scores)
         ds = ds.drop_vars([c for c in ("valid_time", "member", "quantile", "init_time") if c in ds.coords and c not in ds.dims])
         per_channel.append(ds)
@@ -264,6 +322,27 @@ def score_ensemble(forecast: xr.Dataset, truth: xr.Dataset, dims=SCORE_DIMS, reg
                     "events": "; ".join(f"{e}: value {'>' if above else '<'} the truth's climatological {int(q * 100)}th "
                                         "percentile" for e, (q, above) in EVENT_QUANTILES.items()),
                     "maps": "first start date, last lead; EFI against the truth's climate"}
+    if schema is not None and "amplitude_calibration" in schema.attrs:
+        result.attrs["amplitude_calibration"] = json.dumps(schema.attrs["amplitude_calibration"])
+    if groups is not None:
+        result.attrs["groups"] = f"{np.unique(forecast[groups].values).size} checkpoints (coordinate {groups!r})"
     for name in channels:
         result.attrs[f"units_{name}"] = forecast[name].attrs.get("units", "")
-    return result
+    return describe_scores(result, {name: forecast[name].attrs.get("units", "") for name in channels})
+
+
+def grouped_scores(f, y, group: str, dims, regions) -> dict:
+    """Scores of a multi-checkpoint ensemble read against its own design: the grouped consistency ratio,
+    the within/between-checkpoint variances and the reliable outlier fraction and rank frequencies of a
+    consistent ensemble with the same design (:mod:`forecast.verify._grouped`)."""
+    from forecast.verify._grouped import group_sizes, reliable_outlier_fraction, reliable_rank_frequency
+
+    parts = verify.spread_decomposition(f, group=group, dim=dims, regions=regions, truth=y)
+    within, between = parts["within_group_variance"], parts["between_group_variance"]
+    ratio, sizes = (between / within).clip(min=0.0), group_sizes(f, "member", group)
+    scores = {"spread_skill_ratio_grouped": verify.spread_skill_ratio(f, y, dim=dims, regions=regions, group=group),
+              "within_group_variance": within, "between_group_variance": between,
+              "outlier_reliable_value_grouped": reliable_outlier_fraction(ratio, sizes)}
+    if sizes.sum() <= GROUPED_RANK_REFERENCE_MEMBERS:  # its quadrature grows with N (about 2 s at N = 1,024)
+        scores["rank_reliable_frequency_grouped"] = reliable_rank_frequency(ratio, sizes)
+    return scores

@@ -23,11 +23,25 @@ one rename wins, the others find the store and check its schema. The ``manifest`
 to ``open_zarr``) holds ``done(init_time, member)`` and ``checksum(init_time, member, channel)``: a
 block's checksums and done flags are written after all of its values (and after its partial statistics),
 so a killed run leaves no member marked done that is not complete, and a rerun skips exactly the
-finished blocks.
+finished blocks. Manifest flags have one chunk (one file) per member, so concurrent writers of
+neighbouring blocks never overwrite each other's flags.
+
+Streaming statistics are stored per block (``statistics_parts``: one accumulator per start date and
+block of :meth:`StoreSchema.blocks`, keyed by the members it covers, plus a ``complete`` flag written
+after it). A recomputed block rewrites its own part, two writers of one block write the same files,
+and finalisation folds the parts in block order, so the statistics are bit-identical however the work
+was split, interrupted or repeated.
+
+Every chunk is zstd-compressed with a content checksum, so a damaged chunk fails to decode instead of
+reading as plausible numbers. The group attribute ``store_version`` (:data:`STORE_VERSION`) names the
+layout; a store of another version is refused with the command that migrates it
+(:func:`forecast.store_migration.migrate_store`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -43,6 +57,12 @@ from forecast.errors import InputError, StoreError
 from forecast.grid import Grid
 
 STATISTICS = ("mean", "std", "min", "max")
+STORE_VERSION = 2  # 1: releases up to 2026-11-28 (no checksums, statistics parts per rank); 2: this layout
+MIGRATE_COMMAND = "forecast check --migrate"
+
+
+class StoreVersionError(StoreError):
+    """A store written with another layout version than this release's :data:`STORE_VERSION`."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +112,20 @@ class StoreSchema:
     def store_layout(self) -> StoreLayout:
         return StoreLayout(**self.layout)
 
+    def blocks(self) -> list[tuple[int, int]]:
+        """The member blocks ``(start, stop)`` writers run: windows of ``layout.shard_members`` members,
+        split where the checkpoint changes (``MemberPlan.blocks`` of the run's batch size)."""
+        size, checkpoint = self.layout["shard_members"], self.members.get("checkpoint", [0] * self.n_members)
+        blocks = []
+        for start in range(0, self.n_members, size):
+            first = start
+            for index in range(start + 1, min(start + size, self.n_members)):
+                if checkpoint[index] != checkpoint[index - 1]:
+                    blocks.append((first, index))
+                    first = index
+            blocks.append((first, min(start + size, self.n_members)))
+        return blocks
+
     def differences(self, other: "StoreSchema") -> list[str]:
         a, b = json.loads(self.to_json()), json.loads(other.to_json())
         keys = [k for k in a if a[k] != b[k]]
@@ -123,11 +157,13 @@ class EnsembleStore:
         attrs = dict(self.group.attrs)
         if "schema" not in attrs or "manifest" not in self.group:
             raise StoreError(f"{self.path} is not a complete ensemble store (no schema or manifest): it may be half-created")
+        check_version(self.path, attrs)
         try:
             self.schema = StoreSchema.from_json(attrs["schema"])
         except (KeyError, TypeError, ValueError) as error:
             raise StoreError(f"{self.path} has an unreadable schema ({error})") from None
         self.channels = tuple(self.schema.channels)
+        self.blocks = self.schema.blocks()
         self.done = self.group["manifest/done"]
         self.checksums = self.group["manifest/checksum"]
 
@@ -168,10 +204,39 @@ class EnsembleStore:
     # -- writing ----------------------------------------------------------------------------------
     def write(self, init_index: int, start: int, stop: int, lead_start: int, values: np.ndarray) -> None:
         """Write ``values`` ``(stop - start, lead, channel, lat, lon)`` for members ``start:stop`` from lead
-        index ``lead_start``; writers pass whole chunks of ``schema.lead_chunk`` leads (the last may be short)."""
+        index ``lead_start``; writers pass whole chunks of ``schema.lead_chunk`` leads (the last may be short).
+
+        Zarr merges a write into the shard file already there; a shard file that cannot be decoded is
+        removed first when it holds no finished member outside ``start:stop``, else this is a
+        :class:`StoreError` naming the file (``forecast check --repair`` resets its members)."""
         leads = values.shape[1]
-        for k, name in enumerate(self.channels):
-            self.group[name][start:stop, init_index, lead_start:lead_start + leads] = values[:, :, k]
+        shards = self.schema.layout["shard_members"]
+        whole = start % shards == 0 and (stop % shards == 0 or stop == self.schema.n_members)
+        with contextlib.nullcontext() if whole else self._partial_shard_lock():
+            for k, name in enumerate(self.channels):
+                region = (slice(start, stop), init_index, slice(lead_start, lead_start + leads))
+                try:
+                    self.group[name][region] = values[:, :, k]
+                except OSError:
+                    raise
+                except Exception:
+                    if not self._remove_undecodable_shards(name, init_index, start, stop, lead_start, leads):
+                        raise
+                    self.group[name][region] = values[:, :, k]
+
+    @contextlib.contextmanager
+    def _partial_shard_lock(self):
+        """A block that fills part of a shard (a window split where the checkpoint changes) is merged into
+        the shard file by read-modify-write; an exclusive lock keeps two writers of the shard's blocks
+        (concurrent runs) from losing each other's members. The lock is on the store's folder (no file is
+        added to the hierarchy); where the file system has no locks, there is none."""
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def finish(self, init_index: int, start: int, stop: int, checksums: np.ndarray) -> None:
         """Record members ``start:stop`` as complete with their checksums ``(stop - start, channel)``."""
@@ -182,28 +247,42 @@ class EnsembleStore:
         return bool(np.all(self.done[init_index, start:stop] == 1))
 
     # -- streaming statistics ---------------------------------------------------------------------
-    def write_statistics_part(self, init_index: int, intervals: list[tuple[int, int]], arrays: dict) -> None:
-        """Persist one accumulator covering members ``intervals`` at start date ``init_index``; it counts
-        only once its ``complete`` flag is written, after its arrays."""
-        group = self.group.require_group(f"statistics_parts/i{init_index}").create_group(uuid.uuid4().hex)
-        for name, values in arrays.items():
-            values = np.asarray(values)
-            array = group.create_array(name, shape=values.shape, dtype=values.dtype, chunks=values.shape or None)
-            array[...] = values
-        group.attrs["members"] = [list(map(int, iv)) for iv in intervals]
-        group.attrs["complete"] = True
+    def block_index(self, start: int, stop: int) -> int:
+        """Index of the block ``start:stop`` among :meth:`StoreSchema.blocks`."""
+        try:
+            return self.blocks.index((int(start), int(stop)))
+        except ValueError:
+            raise StoreError(f"members {start}:{stop} are not a block of {self.path} (blocks of "
+                             f"{self.schema.layout['shard_members']} members)") from None
 
-    def statistics_parts(self, init_index: int) -> list[tuple[list, dict]]:
-        """Complete parts ``(intervals, arrays)`` for a start date, ordered by their first member."""
-        key = f"statistics_parts/i{init_index}"
-        if key not in self.group:
-            return []
-        parts = []
-        for _, group in self.group[key].groups():
-            attrs = dict(group.attrs)
-            if attrs.get("complete"):
-                parts.append((attrs["members"], {name: array[...] for name, array in group.arrays()}))
-        return sorted(parts, key=lambda part: part[0][0][0])
+    def write_statistics_part(self, init_index: int, block: tuple[int, int], arrays: dict) -> None:
+        """Persist the accumulator of one block (``EnsembleAccumulator.to_arrays()`` of all its members) at
+        start date ``init_index``; it counts once its ``complete`` flag is written, after its arrays.
+
+        The part's place is fixed by the block, so a recomputed block overwrites its own part, and writers
+        of the same block (concurrent runs) write the same bytes to the same files."""
+        b = self.block_index(*block)
+        parts = self.group["statistics_parts"]
+        unknown = sorted(set(arrays) - set(_part_arrays(self.schema)) - {"top", "bottom"})  # tails may be empty
+        if unknown:
+            raise StoreError(f"statistics part arrays {unknown} have no place in {self.path}")
+        for name, values in arrays.items():
+            if name in parts:
+                parts[name][init_index, b] = values
+        parts["complete"][init_index, b] = 1
+
+    def statistics_complete(self, init_index: int) -> np.ndarray:
+        """Per block (:meth:`StoreSchema.blocks`): 1 where its statistics part is stored."""
+        return self.group["statistics_parts/complete"][init_index]
+
+    def statistics_part(self, init_index: int, block_index: int) -> dict[str, np.ndarray]:
+        """The stored accumulator arrays of one block (empty tails when ``tail_members`` is 0)."""
+        parts = self.group["statistics_parts"]
+        arrays = {name: parts[name][init_index, block_index] for name in _part_arrays(self.schema) if name in parts}
+        if "top" not in arrays:
+            shape = arrays["mean"].shape
+            arrays["top"] = arrays["bottom"] = np.zeros((*shape[:2], 0, *shape[2:]), dtype=np.float32)
+        return arrays
 
     def statistics_done(self, init_index: int) -> bool:
         return bool(self.group["manifest/statistics_done"][init_index] == 1) if "manifest/statistics_done" in self.group else True
@@ -220,6 +299,15 @@ class EnsembleStore:
                 self.group[f"{channel}_quantile"][:, init_index] = result["quantile"][:, k].transpose(1, 0, 2, 3)
         self.group["manifest/statistics_done"][init_index] = 1
 
+    def statistics_variables(self) -> list[str]:
+        spec = self.schema.statistics
+        names = []
+        for channel in spec.get("channels", ()):
+            names += [f"{channel}_ensemble_{name}" for name in STATISTICS]
+            names += [f"{channel}_exceedance_probability"] if channel in spec.get("thresholds", {}) else []
+            names += [f"{channel}_quantile"] if spec.get("quantiles") else []
+        return names
+
     def member_checksums(self, init_index: int, start: int, stop: int) -> np.ndarray:
         """Checksums ``(stop - start, channel)`` of the stored values, all leads in order."""
         out = np.zeros((stop - start, len(self.channels)), dtype=np.int64)
@@ -229,22 +317,26 @@ class EnsembleStore:
                 out[i, k] = _checksum(values[i])
         return out
 
+    # -- checking and repair ----------------------------------------------------------------------
     def verify(self) -> list[str]:
         """Problems found, one line each, naming the piece: members not finished; finished members whose
         shard file is missing, cannot be decoded (corrupt), or whose values no longer match the manifest
-        checksum; statistics not finalised although every member is done.
+        checksum; statistics not finalised although every block's part is stored, finished members
+        without a statistics part, statistics parts or final statistics that cannot be decoded.
 
         Reads every finished value once, shard by shard (a full scan of the store).
         """
         return [problem.message for problem in self.problems()]
 
     def problems(self) -> list["StoreProblem"]:
-        """:meth:`verify`'s findings with the start date and members each concerns."""
+        """:meth:`verify`'s findings with the start date, members and files each concerns."""
         try:
             done = self.done[:]
             expected = self.checksums[:]
+            if self.schema.statistics.get("channels"):
+                self.group["manifest/statistics_done"][:], self.group["statistics_parts/complete"][:]
         except Exception as error:  # zarr and its codecs raise many types for a damaged chunk
-            return [StoreProblem(f"manifest of {self.path} is unreadable ({type(error).__name__}: {error})")]
+            return self._bookkeeping_problems(error)
         problems = []
         shard = self.schema.store_layout.shard_members
         for i, init in enumerate(self.schema.init_times):
@@ -257,72 +349,159 @@ class EnsembleStore:
                 for a in range(start - start % shard, stop, shard):  # one shard of members at a time
                     lo, hi = max(a, start), min(a + shard, stop)
                     for k, name in enumerate(self.channels):
-                        problem = self._verify_piece(name, i, lo, hi, expected[i, lo:hi, k])
+                        problem, files = self._verify_piece(name, i, lo, hi, expected[i, lo:hi, k])
                         if problem:
+                            members = (a, min(a + shard, self.schema.n_members)) if files is not None else (lo, hi)
                             problems.append(StoreProblem(f"init {init} members {lo}:{hi} channel {name}: {problem}",
-                                                         i, (lo, hi), damaged=True))
-            if len(missing) == 0 and not self.statistics_done(i):
-                problems.append(StoreProblem(f"init {init}: every member is done but the ensemble statistics were "
-                                             "not finalised", i))
+                                                         i, members, damaged=True, files=tuple(files or ())))
+            if self.schema.statistics.get("channels"):
+                problems += self._statistics_problems(i, init, done[i])
+        return problems
+
+    def _bookkeeping_problems(self, error: Exception) -> list["StoreProblem"]:
+        """Manifest and statistics-part flags that cannot be decoded, one chunk (one member, block or
+        start date) each: repair removes the chunk, which reads as unfinished, and resets its members."""
+        bad = [(f"manifest/{name}", index, file) for name, index, file in _undecodable_chunks(self.path / "manifest")]
+        if "statistics_parts" in self.group:
+            bad += [(f"statistics_parts/{name}", index, file)
+                    for name, index, file in _undecodable_chunks(self.path / "statistics_parts", ("complete",))]
+        if not bad:
+            return [StoreProblem(f"manifest of {self.path} is unreadable ({type(error).__name__}: {error})")]
+        problems = []
+        for name, index, file in bad:
+            where = f"{name} chunk {file.relative_to(self.path)} cannot be decoded (corrupt chunk)"
+            if name == "manifest/statistics_done":
+                problems.append(StoreProblem(where, index[0], files=(file,), finalise=True))
+                continue
+            members = self.blocks[index[1]] if name == "statistics_parts/complete" else (index[1], index[1] + 1)
+            problems.append(StoreProblem(f"init {self.schema.init_times[index[0]]} members {members[0]}:{members[1]}: "
+                                         f"{where}", index[0], members, damaged=True, files=(file,)))
+        return problems
+
+    def _statistics_problems(self, i: int, init: str, done: np.ndarray) -> list["StoreProblem"]:
+        try:
+            complete = self.statistics_complete(i)
+        except Exception as error:
+            return [StoreProblem(f"init {init}: statistics part flags cannot be decoded ({type(error).__name__})", i,
+                                 (0, self.schema.n_members), damaged=True)]
+        problems, final = [], self.statistics_done(i)
+        for b, (lo, hi) in enumerate(self.blocks):
+            if not complete[b]:
+                if done[lo:hi].any() and not final:  # final statistics need no parts (a migrated store has none)
+                    problems.append(StoreProblem(f"init {init} members {lo}:{hi}: finished but their statistics part "
+                                                 "is missing (inconsistent statistics)", i, (lo, hi), damaged=True))
+                continue
+            try:
+                self.statistics_part(i, b)
+            except Exception as error:
+                problems.append(StoreProblem(f"init {init} members {lo}:{hi}: statistics part cannot be decoded "
+                                             f"(corrupt chunk: {type(error).__name__})", i, (lo, hi), damaged=True))
+        if not final:
+            if complete.all() and not problems:
+                problems.append(StoreProblem(f"init {init}: every block's statistics part is stored but the ensemble "
+                                             "statistics were not finalised", i, finalise=True))
+            return problems
+        for name in self.statistics_variables():
+            try:
+                self.group[name][i] if "_ensemble_" in name else self.group[name][:, i]  # dims (init, ...) or (q, init, ...)
+            except Exception as error:
+                problems.append(StoreProblem(f"init {init}: final statistics {name} cannot be decoded (corrupt chunk: "
+                                             f"{type(error).__name__})", i, finalise=True))
         return problems
 
     def reset(self, init_index: int, start: int, stop: int) -> list[tuple[int, int]]:
         """Mark members ``start:stop`` of a start date unfinished, so that a rerun computes them again.
 
-        With streaming statistics, a stored partial accumulator that includes any of these members is
-        dropped and all of its members are reset too (they are recomputed together). Returns the member
-        ranges reset.
+        With streaming statistics, whole blocks are reset: the block's statistics part is dropped and the
+        start date's statistics unfinalised; finished blocks without a part (a migrated store) are reset
+        too, since finalisation needs every part. Returns the member ranges reset.
         """
-        ranges = [(start, stop)]
-        key = f"statistics_parts/i{init_index}"
-        parts = []
-        if key in self.group:
-            for name, group in self.group[key].groups():
-                intervals = [tuple(iv) for iv in dict(group.attrs).get("members", [])]
-                if any(lo < stop and start < hi for lo, hi in intervals):
-                    ranges += intervals
-                    parts.append(name)
-        for lo, hi in ranges:  # unfinished first: a crash in between leaves a loud overlap, never a silent gap
-            self.done[init_index, lo:hi] = 0
-        for name in parts:
-            del self.group[key][name]
-        if "manifest/statistics_done" in self.group:
-            self.group["manifest/statistics_done"][init_index] = 0
-        return sorted(set(ranges))
+        if not self.schema.statistics.get("channels"):
+            self.done[init_index, start:stop] = 0
+            return [(start, stop)]
+        complete = self.statistics_complete(init_index).copy()
+        chosen = [b for b, (lo, hi) in enumerate(self.blocks) if lo < stop and start < hi]
+        chosen += [b for b, (lo, hi) in enumerate(self.blocks) if not complete[b] and self.done[init_index, lo:hi].any()]
+        chosen = sorted(set(chosen))
+        for b in chosen:  # unfinished first: a crash in between leaves a part without done flags (rewritten)
+            self.done[init_index, slice(*self.blocks[b])] = 0
+        self.group["manifest/statistics_done"][init_index] = 0
+        for b in chosen:
+            self.group["statistics_parts/complete"][init_index, b] = 0
+        return _merge([self.blocks[b] for b in chosen])
+
+    def unfinalise(self, init_index: int) -> None:
+        """Mark a start date's statistics not final (a rerun or ``check --repair`` finalises them again)."""
+        self.group["manifest/statistics_done"][init_index] = 0
 
     def shard_files(self, name: str, member: int, init_index: int) -> list[Path]:
         """The files holding variable ``name`` for ``member`` at start date ``init_index`` (all leads)."""
+        return [file for file, _, _ in self._shards(name, member, member + 1, init_index)]
+
+    def _shards(self, name: str, lo: int, hi: int, init_index: int, lead_lo: int = 0, lead_hi: int | None = None):
+        """``(file, members, leads)`` of the shards of ``name`` holding members ``lo:hi`` at leads ``lead_lo:lead_hi``."""
         array = self.group[name]
         shards = array.shards or array.chunks
-        leads = range(0, array.shape[2], shards[2])
-        keys = [array.metadata.encode_chunk_key((member // shards[0], init_index // shards[1], lead // shards[2], 0, 0))
-                for lead in leads]
-        return [self.path / name / key for key in keys]
+        lead_hi = array.shape[2] if lead_hi is None else lead_hi
+        for m in range(lo - lo % shards[0], hi, shards[0]):
+            for lead in range(lead_lo - lead_lo % shards[2], lead_hi, shards[2]):
+                key = array.metadata.encode_chunk_key((m // shards[0], init_index // shards[1], lead // shards[2], 0, 0))
+                yield (self.path / name / key, (m, min(m + shards[0], array.shape[0])),
+                       (lead, min(lead + shards[2], array.shape[2])))
 
-    def _verify_piece(self, name: str, init_index: int, lo: int, hi: int, expected: np.ndarray) -> str:
+    def _decodes(self, name: str, init_index: int, members: tuple, leads: tuple) -> bool:
+        try:
+            self.group[name][slice(*members), init_index, slice(*leads)]
+            return True
+        except Exception:
+            return False
+
+    def _remove_undecodable_shards(self, name, init_index, start, stop, lead_start, leads) -> bool:
+        removed = False
+        for file, members, lead_range in self._shards(name, start, stop, init_index, lead_start, lead_start + leads):
+            if not file.is_file() or self._decodes(name, init_index, members, lead_range):
+                continue
+            others = [m for m in range(*members) if not start <= m < stop and self.done[init_index, m] == 1]
+            if others:
+                raise StoreError(f"shard file {file} cannot be decoded (corrupt chunk) and holds finished members "
+                                 f"{others}: run `forecast check --repair {self.path}`, then rerun")
+            file.unlink(missing_ok=True)
+            removed = True
+        return removed
+
+    def _verify_piece(self, name: str, init_index: int, lo: int, hi: int, expected: np.ndarray):
+        """``(problem, files)``: ``files`` lists the undecodable shard files to remove (``[]`` when the
+        shard is missing), ``None`` when the files decode but values differ from the manifest."""
         files = self.shard_files(name, lo, init_index)
         absent = [str(f.relative_to(self.path)) for f in files if not f.is_file()]
         if absent:
-            return f"shard file {', '.join(absent)} is missing (deleted chunk)"
+            return f"shard file {', '.join(absent)} is missing (deleted chunk)", []
         where = ", ".join(str(f.relative_to(self.path)) for f in files)
         try:
             values = self.group[name][lo:hi, init_index]
         except Exception as error:  # a damaged shard fails in the sharding index, the codec or the shape check
-            return f"shard file {where} cannot be decoded (corrupt chunk: {type(error).__name__})"
+            bad = [f for f, members, leads in self._shards(name, lo, hi, init_index)
+                   if not self._decodes(name, init_index, members, leads)]
+            where = ", ".join(str(f.relative_to(self.path)) for f in bad) or where
+            return f"shard file {where} cannot be decoded (corrupt chunk: {type(error).__name__})", bad
         bad = [lo + m for m in range(hi - lo) if _checksum(values[m]) != expected[m]]
         if bad:
-            return f"values of member(s) {bad} in {where} do not match the manifest checksum (corrupt chunk)"
-        return ""
+            return f"values of member(s) {bad} in {where} do not match the manifest checksum (corrupt chunk)", None
+        return "", None
 
 
 @dataclass(frozen=True)
 class StoreProblem:
-    """One finding of :meth:`EnsembleStore.problems`; ``damaged`` pieces hold wrong values."""
+    """One finding of :meth:`EnsembleStore.problems`. ``damaged`` pieces hold wrong or missing values:
+    repair removes ``files`` (undecodable shards) and resets ``members``; ``finalise`` problems are
+    repaired by finalising the start date's statistics again from its parts."""
 
     message: str
     init_index: int | None = None
     members: tuple[int, int] | None = None
     damaged: bool = False
+    files: tuple = ()
+    finalise: bool = False
 
 
 class Checksums:
@@ -341,6 +520,79 @@ class Checksums:
 
     def result(self) -> np.ndarray:
         return np.array([[int.from_bytes(h.digest()[:8], "little") >> 1 for h in row] for row in self.hashes], dtype=np.int64)
+
+
+def check_version(path: Path, attrs: dict) -> None:
+    """Refuse a store whose ``store_version`` is not this release's, with one line naming both versions
+    and what to do (stores of release 1 carry no version attribute)."""
+    version = attrs.get("store_version", 1)
+    if version == STORE_VERSION:
+        return
+    writer = f"forecast {attrs.get('code_version', 'of an unknown version')}"
+    if isinstance(version, int) and version < STORE_VERSION:
+        raise StoreVersionError(f"store {path} has store layout version {version} (written by {writer}); this release "
+                                f"reads and writes version {STORE_VERSION}: run `{MIGRATE_COMMAND} {path}` to convert it, "
+                                "then rerun")
+    raise StoreVersionError(f"store {path} has store layout version {version} (written by {writer}); this release "
+                            f"reads version {STORE_VERSION} only: use the release that wrote it or a newer one")
+
+
+def undecodable_files(path) -> list[Path]:
+    """The chunk (or shard) files of the Zarr store at ``path`` (its top-level arrays) that cannot be
+    decoded: where a checksum or codec error raised while reading it comes from. Reads the whole store."""
+    return [file for _, _, file in _undecodable_chunks(path)]
+
+
+def _undecodable_chunks(path, names=None) -> list[tuple[str, tuple, Path]]:
+    """``(array, chunk index, file)`` of each chunk (or shard) of the group at ``path`` (its arrays
+    ``names``, default all) that is stored but cannot be decoded."""
+    import zarr
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        group = zarr.open_group(str(path), mode="r")
+    bad = []
+    for name, array in group.arrays():
+        if names is not None and name not in names:
+            continue
+        grid = array.shards or array.chunks
+        for index in np.ndindex(*(-(-size // step) for size, step in zip(array.shape, grid))):
+            try:
+                array[tuple(slice(i * step, (i + 1) * step) for i, step in zip(index, grid))]
+            except Exception:
+                bad.append((name, index, Path(path) / name / array.metadata.encode_chunk_key(index)))
+    return bad
+
+
+@contextlib.contextmanager
+def undecodable_named(path, error: type = StoreError, what: str = "store"):
+    """Turn a codec or checksum failure raised while reading the Zarr store at ``path`` into ``error``
+    naming the chunk file (found by :func:`undecodable_files`, a full read, done only on failure); any
+    other failure passes through unchanged."""
+    try:
+        yield
+    except (OSError, StoreError):
+        raise
+    except (ValueError, RuntimeError) as failure:  # what crc32c, zstd and the shard index raise
+        if isinstance(failure, error) or not Path(path).is_dir():
+            raise
+        files = undecodable_files(path)
+        if not files:
+            raise
+        more = f" (and {len(files) - 1} more)" if len(files) > 1 else ""
+        raise error(f"{what} {path}: chunk file {files[0]}{more} cannot be decoded (corrupt: "
+                    f"{type(failure).__name__}: {failure})") from None
+
+
+def _merge(ranges) -> list[tuple[int, int]]:
+    """Sorted ranges with touching or overlapping ones joined."""
+    out = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
 
 
 def _runs(indices: np.ndarray):
@@ -369,10 +621,15 @@ def inner_leads(lead_chunk: int, field_bytes: int, target: int = INNER_CHUNK_BYT
     return max(k for k in range(1, lead_chunk + 1) if lead_chunk % k == 0 and k <= fit)
 
 
-def _codecs(layout: StoreLayout, channel: str) -> dict:
+def _zstd(level: int = 3):
+    """zstd with a content checksum: a damaged chunk fails to decode instead of giving wrong numbers."""
     import zarr
 
-    encoding = {"compressors": [zarr.codecs.ZstdCodec(level=layout.zstd_level)]}
+    return zarr.codecs.ZstdCodec(level=level, checksum=True)
+
+
+def _codecs(layout: StoreLayout, channel: str) -> dict:
+    encoding = {"compressors": [_zstd(layout.zstd_level)]}
     if channel in layout.keepbits:
         from zarr.codecs.numcodecs import BitRound
 
@@ -447,18 +704,65 @@ def _write_template(path: Path, schema: StoreSchema, seeds: dict, title: str) ->
     attrs.update({k: json.dumps(v) if not isinstance(v, str) else v for k, v in schema.attrs.items()})
     ds = with_cf_attributes(xr.Dataset(data, coords=coords, attrs=attrs))
     encoding.update(time_encoding(ds))
+    for name in ds.variables:  # every chunk the store holds is checksummed, coordinates included
+        encoding.setdefault(name, {}).setdefault("compressors", [_zstd(layout.zstd_level)])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # BitRound is a numcodecs codec outside the v3 spec
         ds.to_zarr(str(path), mode="w-", compute=False, consolidated=False, zarr_format=3, encoding=encoding)
     group = zarr.open_group(str(path), mode="r+")
-    manifest = group.create_group("manifest")
-    manifest.create_array("done", shape=(n_init, n_members), chunks=(1, shard[0]), dtype="uint8", fill_value=0)
-    manifest.create_array("checksum", shape=(n_init, n_members, max(1, len(schema.channels))),
-                          chunks=(1, shard[0], max(1, len(schema.channels))), dtype="int64", fill_value=0)
-    if spec.get("channels"):
-        manifest.create_array("statistics_done", shape=(n_init,), chunks=(1,), dtype="uint8", fill_value=0)
-    group.attrs["schema"] = schema.to_json()  # written last
+    _create_manifest(group, schema)
+    _create_statistics_parts(group, schema)
+    group.attrs.update({"store_version": STORE_VERSION, "schema": schema.to_json()})  # written last
     consolidate(path)
+
+
+def _create_manifest(group, schema: StoreSchema, values: dict | None = None) -> None:
+    """The ``manifest`` arrays, one chunk per member (concurrent writers of neighbouring blocks never
+    rewrite each other's flags), optionally filled with ``values`` (name -> array)."""
+    n_init, n_members, n_channels = len(schema.init_times), schema.n_members, max(1, len(schema.channels))
+    manifest = group.require_group("manifest")
+    shapes = {"done": ((n_init, n_members), (1, 1), "uint8"),
+              "checksum": ((n_init, n_members, n_channels), (1, 1, n_channels), "int64")}
+    if schema.statistics.get("channels"):
+        shapes["statistics_done"] = ((n_init,), (1,), "uint8")
+    for name, (shape, chunks, dtype) in shapes.items():
+        if name in manifest:
+            continue
+        array = manifest.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0, compressors=[_zstd()])
+        if values is not None and name in values:
+            array[...] = values[name]
+
+
+def _part_arrays(schema: StoreSchema) -> dict[str, tuple[tuple, str]]:
+    """Shape (after start date and block) and dtype of each array of a block's statistics part: the
+    fields of ``ensembles.stats.EnsembleAccumulator.to_arrays``."""
+    spec, grid = schema.statistics, Grid.from_dict(schema.grid)
+    leads, channels, fields = len(schema.lead_hours), len(spec["channels"]), (grid.nlat, grid.nlon)
+    arrays = {"counts": ((leads,), "int64"), "mean": ((leads, channels, *fields), "float64"),
+              "m2": ((leads, channels, *fields), "float64"), "min": ((leads, channels, *fields), "float32"),
+              "max": ((leads, channels, *fields), "float32")}
+    if spec.get("tail_members"):
+        for name in ("top", "bottom"):
+            arrays[name] = ((leads, channels, spec["tail_members"], *fields), "float32")
+    for channel, thresholds in spec.get("thresholds", {}).items():
+        arrays[f"exceed_{channel}"] = ((leads, len(thresholds), *fields), "int64")
+    return arrays
+
+
+def _create_statistics_parts(group, schema: StoreSchema) -> None:
+    """``statistics_parts``: one accumulator per (start date, block), each its own chunk, and the
+    ``complete`` flags (one chunk each) written after them."""
+    if not schema.statistics.get("channels"):
+        return
+    n_init, n_blocks = len(schema.init_times), len(schema.blocks())
+    parts = group.require_group("statistics_parts")
+    for name, (shape, dtype) in _part_arrays(schema).items():
+        if name not in parts:
+            parts.create_array(name, shape=(n_init, n_blocks, *shape), chunks=(1, 1, *shape), dtype=dtype,
+                               fill_value=0, compressors=[_zstd()])
+    if "complete" not in parts:
+        parts.create_array("complete", shape=(n_init, n_blocks), chunks=(1, 1), dtype="uint8", fill_value=0,
+                           compressors=[_zstd()])
 
 
 def consolidate(path) -> None:

@@ -21,7 +21,7 @@ def ensemble(m, n=200, seed=0, nan=False):
 def brute_fair(f, y):
     m = f.shape[1]
     if m == 1:
-        return np.abs(f[:, 0] - y)
+        return np.full(len(y), np.nan)  # the fair CRPS of one member is undefined
     pair = np.abs(f[:, :, None] - f[:, None, :]).sum(axis=(1, 2))
     return np.abs(f - y[:, None]).mean(axis=1) - pair / (2 * m * (m - 1))
 
@@ -35,12 +35,13 @@ def test_crps_matches_properscoring_and_brute_force(m):
     assert np.allclose(standard[ok], expected[ok], rtol=1e-5, atol=1e-6)
     assert np.isnan(standard[~ok]).all()
     fair = verify.crps(f, y).values
-    assert np.allclose(fair[ok], brute_fair(f.values.astype(np.float64), y.values.astype(np.float64))[ok], rtol=1e-5, atol=1e-6)
+    assert np.allclose(fair[ok], brute_fair(f.values.astype(np.float64), y.values.astype(np.float64))[ok], rtol=1e-5, atol=1e-6, equal_nan=True)
 
 
-def test_one_member_crps_is_the_absolute_error():
+def test_one_member_standard_crps_is_the_absolute_error_and_fair_crps_is_undefined():
     f, y = ensemble(1)
-    assert np.allclose(verify.crps(f, y).values, np.abs(f.values[:, 0] - y.values))
+    assert np.allclose(verify.crps(f, y, fair=False).values, np.abs(f.values[:, 0] - y.values))
+    assert np.isnan(verify.crps(f, y).values).all()
 
 
 def test_area_weighted_mean_and_laziness():

@@ -38,7 +38,7 @@ def brute_crps(f, y, fair):
         if m == 0 or not np.isfinite(y[p]):
             continue
         pair = np.abs(x[:, None] - x[None, :]).sum()
-        out[p] = np.abs(x - float(y[p])).mean() - (pair / (2 * m * (m - 1)) if fair and m > 1 else 0 if fair else pair / (2 * m * m))
+        out[p] = np.abs(x - float(y[p])).mean() - (pair / (2 * m * (m - 1)) if fair and m > 1 else np.nan if fair else pair / (2 * m * m))
     return out
 
 
@@ -90,7 +90,8 @@ def test_crps_closed_form_for_a_large_normal_ensemble():
 
 def test_one_member_crps_is_the_absolute_error_and_a_perfect_ensemble_scores_zero():
     f, y = ensemble(1, nan=False)
-    close(verify.crps(f, y), np.abs(f.values[:, 0] - y.values))
+    close(verify.crps(f, y, fair=False), np.abs(f.values[:, 0] - y.values))
+    assert np.isnan(verify.crps(f, y).values).all()  # the fair CRPS needs two members
     same = xr.DataArray(np.repeat(y.values[:, None], 5, axis=1), dims=("x", "member"))
     assert np.abs(verify.crps(same, y, fair=False).values).max() == 0
 

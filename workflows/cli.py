@@ -17,6 +17,7 @@ EXAMPLES = """examples:
   forecast score big.zarr --truth era5.zarr --slurm 4 --slurm-queue cpu   # Dask workers in 4 Slurm jobs
   forecast score e2s.zarr --truth era5_wb2.nc --dims member=ensemble,init_time=time   # a store earth2studio wrote
   forecast check out/ensemble.zarr                 # every finished member against its manifest checksum
+  forecast check --migrate out/ensemble.zarr       # convert a store of an earlier release, then check it
   forecast nightly nightly.yaml                    # the cron cycle: newest start time, run, score, retention
   forecast info out/ensemble.zarr                  # members, dates, leads, channels, complete or partial, size
   forecast export out/ensemble.zarr z500.nc --channels z500 --members 0:10   # CF NetCDF for other tools
@@ -105,12 +106,15 @@ def cmd_import_checkpoint(args):
 
 def cmd_check(args):
     from forecast.store import StoreError
-    from workflows.check import check_store
+    from workflows.check import check_store, migrate
 
+    if args.migrate:
+        for note in migrate(args.store):
+            print(f"{args.store}: {note}")
     result = check_store(args.store, repair=args.repair)
     for problem in result.problems:
         print(problem)
-    if not result.ok:
+    if not result.ok and (result.damaged or not args.migrate):  # a migrated store may be unfinished: rerun it
         raise StoreError(result.summary())
     print(result.summary())
 
@@ -197,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("store", help="ensemble Zarr store")
     check.add_argument("--repair", action="store_true", help="mark members with missing or corrupt values unfinished, "
                        "so that the next `forecast run` recomputes them")
+    check.add_argument("--migrate", action="store_true", help="first convert a store written by an earlier release "
+                       "to this release's store layout (no run may write to it meanwhile), then check it")
     check.set_defaults(func=cmd_check)
     score = sub.add_parser("score", help="score an ensemble store against the truth and write a report")
     score.add_argument("store", help="ensemble Zarr store")

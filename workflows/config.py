@@ -133,7 +133,7 @@ class SkillSection:
 class PerturbationSection:
     method: str = "bred_vector"
     channels: tuple = ("z500",)
-    amplitude_factor: float = 0.35  # times the checkpoint's RMSE at skill.lead_hours
+    amplitude_factor: float | str = 0.35  # times the checkpoint's RMSE at skill.lead_hours; "auto": calibrated
     amplitude: dict = field(default_factory=dict)  # explicit amplitudes (physical units) instead
     length_scale_km: float = 500.0
     cycles: int = 3

@@ -197,12 +197,24 @@ def cycle_config(config: Config, cycle, folder: Path) -> Config:
 
 
 def store_state(path: Path) -> str:
-    """``missing``, ``partial`` or ``done`` (every member finished, statistics finalised) from the manifest."""
-    from forecast.store import EnsembleStore
+    """``missing``, ``partial`` or ``done`` (every member finished, statistics finalised) from the manifest.
+
+    A cycle store written by an earlier release (a cycle started before an upgrade) is migrated first
+    (``forecast check --migrate``), so the cycle finishes after the upgrade; the nightly lock keeps
+    other nightly runs off it meanwhile."""
+    from forecast.store import STORE_VERSION, EnsembleStore, StoreVersionError
+    from forecast.store_migration import migrate_store
 
     if not path.exists():
         return "missing"
-    store = EnsembleStore.open(path)
+    try:
+        store = EnsembleStore.open(path)
+    except StoreVersionError:
+        if json.loads((path / "zarr.json").read_text()).get("attributes", {}).get("store_version", 1) > STORE_VERSION:
+            raise
+        for note in migrate_store(path):
+            log.info("nightly: %s: %s", path, note)
+        store = EnsembleStore.open(path)
     done = bool((store.done[:] == 1).all()) and all(store.statistics_done(i) for i in range(len(store.schema.init_times)))
     return "done" if done else "partial"
 

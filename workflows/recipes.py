@@ -56,13 +56,17 @@ def make_planet(config: Config) -> tuple[Path, Path]:
 
 
 def _write_dataset(ds, path: Path) -> None:
-    """Write a whole dataset to Zarr atomically (a temporary path renamed into place)."""
+    """Write a whole dataset to Zarr atomically (a temporary path renamed into place), every chunk with a
+    zstd content checksum, so a damaged chunk is an error when read instead of plausible numbers."""
+    import zarr
+
     from forecast.store import consolidate
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    ds.to_zarr(str(tmp), mode="w", consolidated=False, zarr_format=3)
+    encoding = {name: {"compressors": [zarr.codecs.ZstdCodec(level=3, checksum=True)]} for name in ds.variables}
+    ds.to_zarr(str(tmp), mode="w", consolidated=False, zarr_format=3, encoding=encoding)
     consolidate(tmp)  # plain xr.open_zarr opens it without a warning
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
@@ -101,10 +105,14 @@ def perturbation_settings(config: Config, checkpoints: list[Path], section=None)
 
     p = (section or config.ensemble).perturbation
     amplitude = dict(p.amplitude)
+    factor = p.amplitude_factor
+    if isinstance(factor, str) and factor != "auto":
+        raise ConfigError(f"perturbation.amplitude_factor must be a number or 'auto', got {factor!r}")
     if p.method != "none" and not amplitude:
         skills = [load_skill(d, config.skill.lead_hours) for d in checkpoints]
         channels = skills[0].keys()
-        amplitude = {c: p.amplitude_factor * float(np.mean([s[c] for s in skills])) for c in channels}
+        factor = 1.0 if factor == "auto" else factor  # auto: the RMSE itself, scaled once calibrated
+        amplitude = {c: factor * float(np.mean([s[c] for s in skills])) for c in channels}
     return PerturbationSettings(method=p.method, channels=p.channels, amplitude=amplitude,
                                 length_scale_km=p.length_scale_km, cycles=p.cycles,
                                 boundary_latitude=p.boundary_latitude, last_cycle_ends=p.last_cycle_ends)
@@ -157,12 +165,57 @@ def build_engine(config: Config, local_rank: int = 0, experiment: str | None = N
     # ERA5 (WeatherBench2, ARCO, CDS) is read through the lexicon; another grid needs data.regrid
     analyses = open_source(config.paths.resolve("analysis"), name="analyses", grid=card.model_grid,
                            channels=card.channels, regrid=config.data.regrid)
-    return EnsembleEngine(checkpoints=[str(c) for c in checkpoints], plan=plan, analyses=analyses,
-                          init_times=e.init_times.times(), lead_steps=e.lead_hours // dt, batch_size=batch_size,
-                          base_seed=e.seed, perturbation=perturbation_settings(config, checkpoints, e), device=device,
-                          statistics=statistics, statistics_only=s.only, keepbits=e.compression.keepbits,
-                          zstd_level=e.compression.zstd_level, writer_threads=e.writer_threads,
-                          autocast_bf16=e.autocast_bf16)
+    engine = EnsembleEngine(checkpoints=[str(c) for c in checkpoints], plan=plan, analyses=analyses,
+                            init_times=e.init_times.times(), lead_steps=e.lead_hours // dt, batch_size=batch_size,
+                            base_seed=e.seed, perturbation=perturbation_settings(config, checkpoints, e), device=device,
+                            statistics=statistics, statistics_only=s.only, keepbits=e.compression.keepbits,
+                            zstd_level=e.compression.zstd_level, writer_threads=e.writer_threads,
+                            autocast_bf16=e.autocast_bf16)
+    p = e.perturbation
+    if p.amplitude_factor == "auto" and p.method != "none" and not p.amplitude:
+        engine = calibrated_amplitude(config, engine, store_path(config, experiment))
+    return engine
+
+
+CALIBRATION_DATES = 3  # start dates (from skill.init_times, inside the training period) for amplitude_factor: auto
+
+
+def calibrated_amplitude(config: Config, engine, path: Path):
+    """``amplitude_factor: auto``: the engine with the factor of :data:`ensembles.calibration.AMPLITUDE_CANDIDATES`
+    whose ensemble has the lowest fair CRPS on training-period start dates (``skill.init_times``); the
+    choice and its CRPS curve go into the store's attributes (``amplitude_calibration``). A store that
+    exists keeps the factor it was made with."""
+    import dataclasses
+
+    from ensembles.calibration import AMPLITUDE_CANDIDATES, calibrate_amplitude_factor
+    from forecast.data import open_source
+    from forecast.store import EnsembleStore, StoreError
+
+    rmse = dict(engine.perturbation.amplitude)  # the factor-1 amplitudes: the deterministic RMSE
+    try:
+        record = EnsembleStore.open(path).schema.attrs["amplitude_calibration"]
+    except (StoreError, KeyError):
+        record = None
+    if record is None:
+        times = config.skill.init_times.times()
+        times = times[np.unique(np.linspace(0, len(times) - 1, min(len(times), CALIBRATION_DATES)).astype(int))]
+        truth = open_source(config.paths.resolve("nature"), name="nature run", grid=engine.grid,
+                            channels=engine.channels, regrid=config.data.regrid)
+        trial = dataclasses.replace(engine, init_times=times, statistics=None, statistics_only=())
+        began = time.perf_counter()
+        factor, curve = calibrate_amplitude_factor(trial, rmse, truth)
+        record = {"chosen": factor, "fair_crps": {f"{k:g}": v for k, v in curve.items()},
+                  "init_times": [np.datetime_as_string(t, "h") for t in times], "lead_hours": engine.lead_steps * engine.dt_hours,
+                  "measure": "fair CRPS of the whole plan, channels in units of the card's std, leads after 0",
+                  "at_edge": factor in (min(curve), max(AMPLITUDE_CANDIDATES))}
+        if record["at_edge"]:
+            log.warning("run: amplitude_factor %.2f is at the edge of the candidates %s; the best may lie beyond",
+                        factor, AMPLITUDE_CANDIDATES)
+        log.info("run: amplitude_factor %.2f chosen on %d training-period start dates in %.0f s", factor, len(times),
+                 time.perf_counter() - began)
+    amplitude = {c: record["chosen"] * v for c, v in rmse.items()}
+    return dataclasses.replace(engine, perturbation=dataclasses.replace(engine.perturbation, amplitude=amplitude),
+                               attrs={**engine.attrs, "amplitude_calibration": record})
 
 
 def run_ensemble(config: Config, members: str | None = None, init_times: str | None = None,
@@ -202,23 +255,32 @@ def run_ensemble(config: Config, members: str | None = None, init_times: str | N
 
 
 # -- scoring --------------------------------------------------------------------------------------
+IN_PROCESS_BYTES = 2 << 30  # stores with at most this much float32 data score on threads in this process
+
+
 def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: str = "", slurm=None, regions=(),
                 chunk_mb: float = 64, worker_memory: str = "", regrid: bool = False, dims: dict | None = None,
-                allow_partial: bool = False) -> Path:
+                in_process: bool | None = None, allow_partial: bool = False) -> Path:
     """Score an ensemble store against the truth on Dask; write ``scores.nc`` and the report.
 
     The truth is a Zarr store or netCDF file in any layout ``forecast run`` reads (the planet's,
     WeatherBench2, ARCO-ERA5, CDS); a truth on another grid is regridded only with ``regrid``. ``dims``
     names the dimensions of a store another tool wrote (:func:`forecast.verify.parse_dims`). The cluster
     is ``scheduler`` (an address), else Slurm jobs (``slurm``: a :class:`workflows.cluster.SlurmOptions`),
-    else a local cluster of ``workers`` processes (default: one per core). ``regions`` adds user boxes
-    (:class:`forecast.verify.Region`) to the standard four. Progress is a bar on a terminal and a log line
-    per finished score otherwise. Store, truth and their fit are checked before anything is written. An
-    unfinished store is refused (``StoreError``) unless ``allow_partial``: then the members finished at every
-    start date are scored, and ``scores.nc`` (attribute ``partial``) and the report say so.
+    else, by size: a store of at most :data:`IN_PROCESS_BYTES` of data scores on Dask's threaded scheduler
+    in this process (``workers`` threads; the kernels release the GIL, and starting worker processes costs
+    more than such a store's scoring: 100 s vs 317 s on a demo-sized store, 2 loaded cores), a larger one on
+    a local cluster of ``workers`` processes (default: one per core); ``in_process`` forces the choice.
+    ``regions`` adds user boxes (:class:`forecast.verify.Region`) to the standard four. Progress is a bar on
+    a terminal and a log line per finished score otherwise (on the cluster). Store, truth and their fit are
+    checked before anything is written. An unfinished store is refused (``StoreError``) unless
+    ``allow_partial``: then the members finished at every start date are scored, and ``scores.nc``
+    (attribute ``partial``) and the report say so.
     """
     from forecast import verify
+    from forecast.data import DataError
     from forecast.scores import open_ensemble, open_truth, score_ensemble
+    from forecast.store import undecodable_named
     from workflows.cluster import LOCAL_WORKER_MEMORY, dask_client
     from workflows.completeness import clear_scored, finished_members, mark_scored, select_members
     from workflows.report import write_report
@@ -234,8 +296,20 @@ def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: st
     out_dir.mkdir(parents=True, exist_ok=True)
     clear_scored(out_dir)
     began = time.perf_counter()
-    with dask_client(workers or available_cores(), scheduler, slurm, worker_memory or LOCAL_WORKER_MEMORY) as client:
-        scores = _compute_with_progress(client, lazy)
+    data_bytes = sum(v.size * 4 for v in forecast.data_vars.values())
+    if in_process is None:
+        in_process = not scheduler and slurm is None and data_bytes <= IN_PROCESS_BYTES
+    with undecodable_named(store_path), undecodable_named(truth_path, DataError, "truth"):  # name a corrupt chunk
+        if in_process:
+            import dask
+
+            log.info("score: %.0f MB of data: threaded scheduler in this process", data_bytes / 2**20)
+            with dask.config.set(scheduler="threads", num_workers=workers or available_cores()):
+                scores = lazy.compute()
+        else:
+            with dask_client(workers or available_cores(), scheduler, slurm,
+                             worker_memory or LOCAL_WORKER_MEMORY) as client:
+                scores = _compute_with_progress(client, lazy)
     log.info("score: %s scored in %.1f s", store_path, time.perf_counter() - began)
     from forecast.cf import plain_strings, time_encoding, with_cf_attributes
 

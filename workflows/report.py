@@ -31,18 +31,27 @@ def summary_lines(scores) -> list[str]:
             mean, control = float(s["ensemble_mean_rmse"]), float(s["control_rmse"])
             verdict = "beats" if mean < control else "does not beat"
             text += f" {verdict} the control's {_fmt(control)} ({100 * (control - mean) / control:+.1f}%)"
-        text += f"; spread-skill ratio {_fmt(float(s['spread_skill_ratio']))}; fair CRPS {_fmt(float(s['crps']))}"
+        text += f"; spread-skill ratio {_fmt(float(s['spread_skill_ratio']))}"
+        if "spread_skill_ratio_grouped" in s:
+            text += (f" (exchangeable members), grouped consistency {_fmt(float(s['spread_skill_ratio_grouped']))} "
+                     f"({scores.attrs.get('groups', 'checkpoints')}; 1 = consistent)")
+        text += f"; fair CRPS {_fmt(float(s['crps']))}"
         if "outlier_fraction" in s:
+            reliable = (float(s["outlier_reliable_value_grouped"]) if "outlier_reliable_value_grouped" in s
+                        else scores.attrs.get("outlier_reliable_value", np.nan))
+            design = "for this checkpoint design" if "outlier_reliable_value_grouped" in s else "exchangeable"
             text += (f"; truth outside the ensemble in {100 * float(s['outlier_fraction']):.1f}% of cases "
-                     f"(reliable: {100 * scores.attrs.get('outlier_reliable_value', np.nan):.1f}%)")
+                     f"(reliable, {design}: {100 * reliable:.1f}%)")
         lines.append(text + ".")
     return lines
 
 
 COLUMNS = [("crps", "fair CRPS"), ("crps_standard", "standard CRPS"), ("crps_skill_score", "CRPSS"),
            ("ensemble_mean_rmse", "ens-mean RMSE"), ("control_rmse", "control RMSE"), ("ensemble_mean_bias", "bias"),
-           ("spread", "spread"), ("spread_skill_ratio", "spread-skill"), ("best_member_rmse", "best-member RMSE"),
-           ("outlier_fraction", "outliers"), ("twcrps_above_q90", "twCRPS >q90")]
+           ("spread", "spread"), ("spread_skill_ratio", "spread-skill"),
+           ("spread_skill_ratio_grouped", "consistency (grouped)"), ("best_member_rmse", "best-member RMSE"),
+           ("outlier_fraction", "outliers"), ("outlier_reliable_value_grouped", "outliers reliable (grouped)"),
+           ("twcrps_above_q90", "twCRPS >q90")]
 
 
 def channel_table(scores, channel) -> list[str]:
@@ -65,7 +74,8 @@ def region_table(scores) -> list[str]:
         return []
     last = scores.isel(lead_time=-1)
     hours = int(scores["lead_time"].values[-1] / np.timedelta64(1, "h"))
-    names = [n for n in ("crps", "ensemble_mean_rmse", "spread", "spread_skill_ratio", "outlier_fraction") if n in last]
+    names = [n for n in ("crps", "ensemble_mean_rmse", "spread", "spread_skill_ratio", "spread_skill_ratio_grouped",
+                         "outlier_fraction") if n in last]
     lines = [f"## Regions at {hours} h", "", "| channel | region | " + " | ".join(names) + " |",
              "|---|---|" + "---:|" * len(names)]
     for channel in scores["channel"].values:
@@ -80,12 +90,37 @@ def flatness_lines(scores) -> list[str]:
 
     if "rank_histogram" not in scores:
         return []
-    test = rank_histogram_flatness(_global(scores)["rank_histogram"].sum("lead_time"))
-    lines = ["## Rank histogram flatness (all leads, global)", "",
-             "chi-square / degrees of freedom (about 1 when flat; Jolliffe & Primo 2008):", ""]
+    counts = _global(scores)["rank_histogram"]
+    if "rank_reliable_frequency_grouped" in scores:  # expected counts of this checkpoint design, lead by lead
+        expected = (_global(scores)["rank_reliable_frequency_grouped"] * counts.sum("rank")).sum("lead_time")
+        test = rank_histogram_flatness(counts.sum("lead_time"), expected=expected / expected.sum("rank"))
+        text = ("chi-square / degrees of freedom against the rank frequencies of a consistent ensemble with this "
+                "checkpoint design (not flat; about 1 when consistent):")
+    else:
+        test = rank_histogram_flatness(counts.sum("lead_time"))
+        text = "chi-square / degrees of freedom (about 1 when flat; Jolliffe & Primo 2008):"
+    lines = ["## Rank histogram flatness (all leads, global)", "", text, ""]
     for channel in scores["channel"].values:
         value = float(test["relative_chi2"].sel(channel=channel))
         lines.append(f"- {channel}: {_fmt(value)} (p = {_fmt(float(test['p_value'].sel(channel=channel)))})")
+    return lines + [""]
+
+
+def calibration_lines(scores) -> list[str]:
+    """The bred-vector amplitude chosen by ``amplitude_factor: auto`` and its CRPS curve."""
+    import json
+
+    if "amplitude_calibration" not in scores.attrs:
+        return []
+    record = json.loads(scores.attrs["amplitude_calibration"])
+    curve = record["fair_crps"]
+    lines = ["## Perturbation amplitude (amplitude_factor: auto)", "",
+             f"Chosen factor {record['chosen']:g} x the deterministic RMSE, lowest fair CRPS ({record['measure']}) "
+             f"on {len(record['init_times'])} training-period start dates ({', '.join(record['init_times'])}), "
+             f"leads to {record['lead_hours']} h:", "", "| factor | fair CRPS |", "|---:|---:|"]
+    lines += [f"| {factor} | {value:.5g} |" for factor, value in curve.items()]
+    if record.get("at_edge"):
+        lines += ["", "The chosen factor is at the edge of the candidates: the best may lie beyond them."]
     return lines + [""]
 
 
@@ -99,7 +134,8 @@ def write_report(scores, out_dir, store_path=None) -> Path:
         "rmse_vs_lead.png": plot_vs_lead(scores, {"ensemble_mean_rmse": "ensemble-mean RMSE", "control_rmse": "control RMSE",
                                                   "spread": "spread", "best_member_rmse": "best-member RMSE"},
                                          out_dir / "rmse_vs_lead.png", "RMSE of the ensemble mean vs the control, and spread"),
-        "spread_skill_vs_lead.png": plot_vs_lead(scores, {"spread_skill_ratio": "spread-skill ratio"},
+        "spread_skill_vs_lead.png": plot_vs_lead(scores, {"spread_skill_ratio": "spread-skill ratio (exchangeable)",
+                                                          "spread_skill_ratio_grouped": "consistency (grouped by checkpoint)"},
                                                  out_dir / "spread_skill_vs_lead.png", "spread-skill ratio (1 = consistent)",
                                                  reference=1.0),
         "rank_histograms.png": plot_rank_histograms(scores, out_dir / "rank_histograms.png"),
@@ -115,7 +151,9 @@ def write_report(scores, out_dir, store_path=None) -> Path:
         f"**Unfinished store**: {scores.attrs['partial']}.  " if scores.attrs.get("partial") else None,
         f"Members: {scores.attrs.get('members')}, start dates: {scores.attrs.get('init_times')}; scores averaged over "
         f"{scores.attrs.get('averaged_over')}. CRPS is the fair estimator (Ferro 2014) unless marked standard; the "
-        "spread-skill ratio includes the sqrt((M+1)/M) factor. Tables are global; events: "
+        "spread-skill ratio includes the sqrt((M+1)/M) factor; for several checkpoints the grouped consistency "
+        "ratio (random-effects ANOVA, truth a member of a new checkpoint; docs/verification.md) is the one that "
+        "reads 1 for a consistent ensemble. Tables are global; events: "
         f"{scores.attrs.get('events', 'none')}.",
         "",
         "## Summary at the longest lead",
@@ -127,6 +165,7 @@ def write_report(scores, out_dir, store_path=None) -> Path:
         units = scores.attrs.get(f"units_{channel}", "")
         lines += [f"## {channel} [{units}]", "", *channel_table(scores, channel), ""]
     lines += region_table(scores)
+    lines += calibration_lines(scores)
     lines += flatness_lines(scores)
     lines += ["## Plots", ""] + [f"![{name}]({name})" for name in plots] + [""]
     path = out_dir / "report.md"

@@ -23,10 +23,12 @@ reduce members block by block and accept any member chunking.
 from forecast.verify._common import (GLOBAL, NH_EXTRATROPICS, REGIONS, SH_EXTRATROPICS, TROPICS, Region,
                                      latitude_weights, reduce_mean, reduce_sum)
 from forecast.verify._crps import crps, crps_pair, crps_skill_score, twcrps
+from forecast.verify._grouped import spread_decomposition
 from forecast.verify._moments import (best_member_rmse, ensemble_mean_bias, ensemble_mean_rmse, ensemble_spread,
                                       sigma_exceedance_counts, spread_skill_ratio)
 from forecast.verify._probability import (brier_score, climatological_thresholds, ensemble_quantiles,
                                           exceedance_probability, extreme_forecast_index, reliability)
+from forecast.verify._significance import paired_difference
 from forecast.verify._ranks import (outlier_fraction, rank_histogram, rank_histogram_flatness,
                                     satisfactory_ensemble_size, truth_rank)
 from forecast.verify._truth import (FORECAST_DIMS, align_truth, as_system_forecast, forecast_channels, forecast_renames,
@@ -39,6 +41,7 @@ __all__ = [
     "outlier_fraction", "exceedance_probability", "brier_score", "reliability", "ensemble_quantiles", "twcrps",
     "sigma_exceedance_counts", "best_member_rmse", "extreme_forecast_index", "satisfactory_ensemble_size",
     "ensemble_mean_bias", "rank_histogram_flatness", "climatological_thresholds", "truth_rank", "crps_pair",
+    "spread_decomposition", "paired_difference",
     "latitude_weights", "align_truth", "reduce_mean", "reduce_sum", "Region", "REGIONS", "GLOBAL",
     "NH_EXTRATROPICS", "TROPICS", "SH_EXTRATROPICS", "as_system_forecast", "forecast_channels", "forecast_renames",
     "forecast_truth", "parse_dims", "valid_time_truth", "FORECAST_DIMS",

@@ -61,8 +61,9 @@ def crps(forecast, truth, member_dim: str = "member", fair: bool = True, dim=Non
     Raftery 2007; what properscoring computes). The pairwise sum is computed from members sorted in
     float32 (or float64 for float64 input) as ``2 sum_i (2 i - M - 1) x_(i)``, O(M log M), accumulated
     in float64, block by block (working memory does not grow with M). NaN members are left out (M counts
-    the others); NaN where the truth or every member is NaN. With one member both equal the absolute
-    error.
+    the others); NaN where the truth or every member is NaN. The fair CRPS needs two members to
+    estimate ``E|X - X'|``, so it is NaN (undefined, not the absolute error) where only one member is
+    valid; the standard CRPS of one member is the absolute error.
 
     Parameters
     ----------

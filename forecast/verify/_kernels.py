@@ -94,7 +94,8 @@ def crps_rows(xs, y, fair, standard):
     With ``d_(i) = x_(i) - y`` (i = 1..n over the n non-NaN members):
     ``A = sum |d_i|`` and ``G = sum_i (2 i - n - 1) d_(i) = sum_{i<j} |x_i - x_j|`` (the centring on
     ``y`` leaves G unchanged because the weights sum to zero). Standard: ``A/n - G/n^2``; fair:
-    ``A/n - G/(n (n - 1))``, the absolute error when ``n == 1``.
+    ``A/n - G/(n (n - 1))``; the fair CRPS of one member is undefined (NaN: it needs two members to
+    estimate ``E|X - X'|``), its standard CRPS is the absolute error.
     """
     for p in range(xs.shape[0]):
         row = xs[p]
@@ -116,7 +117,7 @@ def crps_rows(xs, y, fair, standard):
             s0 += d
         g = 2.0 * s1 - (n + 1) * s0
         standard[p] = a / n - g / (n * n)
-        fair[p] = a / n - g / (n * (n - 1.0)) if n > 1 else a
+        fair[p] = a / n - g / (n * (n - 1.0)) if n > 1 else np.nan
 
 
 @numba.njit(nogil=True, cache=True)

@@ -8,6 +8,7 @@ import numpy as np
 import xarray as xr
 
 from forecast.verify._common import check, dims_of, is_lazy, reduce_mean
+from forecast.verify._grouped import anova_components
 
 
 def _member_variance(forecast, member_dim):
@@ -65,22 +66,36 @@ def ensemble_spread(forecast, member_dim: str = "member", dim=None, regions=None
     return np.sqrt(reduce_mean(_member_variance(forecast, member_dim), dim, regions))
 
 
-def spread_skill_ratio(forecast, truth, member_dim: str = "member", dim=None, regions=None):
-    """Spread-skill ratio ``sqrt((M + 1) / M) * spread / RMSE of the ensemble mean`` (Fortin et al. 2014).
+def spread_skill_ratio(forecast, truth, member_dim: str = "member", dim=None, regions=None, group: str | None = None):
+    """Spread-skill (consistency) ratio: ``sqrt(mean predicted MSE / mean MSE of the ensemble mean)``.
 
-    Estimator: :func:`ensemble_spread` over the points where the truth is known, times
-    ``sqrt((M + 1) / M)``, divided by :func:`ensemble_mean_rmse`. The factor makes a statistically
-    consistent (exchangeable) ensemble of any size score 1 in expectation.
+    Estimator (exchangeable members, ``group=None``): ``sqrt((M + 1) / M) * spread / RMSE of the
+    ensemble mean`` (Fortin et al. 2014), with ``M`` the number of valid (non-NaN) members at each
+    point: ``mean over dim of ((M + 1) / M) * s^2`` (unbiased member variance ``s^2``, points where the
+    truth is known) over the mean squared error of the member mean, square root after averaging. A
+    consistent ensemble of any size scores 1 in expectation.
+
+    With ``group`` (a coordinate along ``member_dim``, e.g. ``checkpoint``), the members form ``K``
+    groups and the truth is taken as a member of a new group: the numerator is the ANOVA prediction
+    ``sb^2 (1 + sum n_k^2 / N^2) + sw^2 (1 + 1 / N)`` of the ensemble mean's squared error, with the
+    unbiased one-way random-effects estimators of the between- and within-group variances (see
+    :func:`spread_decomposition`; Searle, Casella & McCulloch 1992, ch. 3), averaged over ``dim`` before
+    the square root. A consistent ``K``-group ensemble scores 1 in expectation, where the plain ratio
+    reads ``sqrt(((N+1)/N)(sw^2 + sb^2 n(K-1)/(N-1)) / (sb^2 (1 + 1/K) + sw^2 (1 + 1/N)))`` (balanced).
 
     >>> f = xr.DataArray([[-1.0, 1.0]], dims=("x", "member"))
     >>> round(float(spread_skill_ratio(f, xr.DataArray([2.0], dims="x"), dim="x")), 4)
     0.866
     """
     check(forecast, truth, member_dim)
-    m = forecast.sizes[member_dim]
-    variance = _member_variance(forecast, member_dim).where(truth.notnull())
-    spread = np.sqrt(reduce_mean(variance, dim, regions))
-    return np.sqrt((m + 1) / m) * spread / ensemble_mean_rmse(forecast, truth, member_dim, dim, regions)
+    if group is None:
+        valid = forecast.count(member_dim)
+        predicted = _member_variance(forecast, member_dim) * (valid + 1) / valid
+    else:
+        predicted = anova_components(forecast, member_dim, group)[2]
+    predicted = predicted.where(truth.notnull())
+    skill = ensemble_mean_rmse(forecast, truth.where(predicted.notnull()), member_dim, dim, regions)
+    return np.sqrt(reduce_mean(predicted, dim, regions)) / skill
 
 
 def sigma_exceedance_counts(forecast, k=(1, 2, 3), member_dim: str = "member", dim=None, regions=None):

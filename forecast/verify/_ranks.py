@@ -11,15 +11,19 @@ import xarray as xr
 
 from forecast.verify import _kernels
 from forecast.verify._common import _as_regions, check, dims_of, members_in_one_chunk, reduce_mean, threads_for
+from forecast.verify._grouped import group_sizes, reliable_outlier_fraction, reliable_rank_frequency, variance_ratio
 
 
 # -- rank histogram ---------------------------------------------------------------------------------
 def _ranks_numpy(x, y, threads=None):
-    y = np.asarray(y, dtype=np.float32 if x.dtype == np.float32 else np.float64)
+    y = np.asarray(y)
+    if y.dtype not in (np.float32, np.float64):
+        y = y.astype(np.float64)
+    # the truth keeps its own precision: a float64 truth just above tied float32 members must rank above them
     ids = np.arange(int(np.prod(np.broadcast_shapes(y.shape, x.shape[:-1]))), dtype=np.float64)
     ids = ids.reshape(np.broadcast_shapes(y.shape, x.shape[:-1]))
     seed = zlib.crc32(np.ascontiguousarray(y).tobytes())
-    (ranks,) = _kernels.over_members(x, lambda b, yb, ib, out: _kernels.rank_rows(b, yb.astype(b.dtype), ib.astype(np.int64), seed, out),
+    (ranks,) = _kernels.over_members(x, lambda b, yb, ib, out: _kernels.rank_rows(b, yb, ib.astype(np.int64), seed, out),
                                      point_args=(y, ids), outputs=((),), threads=threads)
     return ranks.astype(np.int32)
 
@@ -44,20 +48,30 @@ def _count_kernel(ranks: np.ndarray, weights: np.ndarray, bins: int, n_core: int
     return counts.reshape(*lead, bins)
 
 
-def rank_histogram(forecast, truth, member_dim: str = "member", dim=None, regions=None):
+def rank_histogram(forecast, truth, member_dim: str = "member", dim=None, regions=None, group: str | None = None):
     """Counts of the truth's rank among the members (Talagrand diagram), over the dimensions in ``dim``.
 
     Estimator: rank ``r`` means ``r`` members lie below the truth (Anderson 1996; Hamill 2001); ties are
-    broken uniformly at random (a generator seeded from the data, so results are reproducible). Returns
-    counts with a new ``rank`` dimension of length ``M + 1``; points where the truth or a member is NaN
-    are left out. Counts are unweighted (each case counts once); with ``regions`` there is one
-    histogram per region. A reliable ensemble gives a flat histogram (see
-    :func:`rank_histogram_flatness`). xskillscore's ``rank_histogram`` counts the same ranks as 1..M+1.
+    broken uniformly at random (a generator seeded from the data, so results are reproducible); a
+    float64 truth is compared with float32 members in float64. Returns counts with a new ``rank``
+    dimension of length ``M + 1``; points where the truth or a member is NaN are left out. Counts are
+    unweighted (each case counts once); with ``regions`` there is one histogram per region. A reliable
+    exchangeable ensemble gives a flat histogram (see :func:`rank_histogram_flatness`).
+    xskillscore's ``rank_histogram`` counts the same ranks as 1..M+1.
+
+    With ``group`` (a coordinate along ``member_dim``, e.g. ``checkpoint``) the reliable histogram of a
+    grouped design is not flat: the coordinate ``reliable_frequency`` (``..., rank``) holds the rank
+    probabilities of a consistent Gaussian grouped ensemble with the estimated ``sb^2 / sw^2`` (derived
+    by quadrature, :func:`forecast.verify._grouped.rank_probabilities`), the truth a member of a new group.
 
     >>> f = xr.DataArray([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]], dims=("x", "member"))
     >>> rank_histogram(f, xr.DataArray([-1.0, 0.5, 3.0], dims="x"), dim="x").values.tolist()
     [1, 1, 1]
     """
+    check(forecast, truth, member_dim)
+    if isinstance(forecast, xr.Dataset):  # one variable at a time: each keeps its own chunks
+        return xr.Dataset({name: rank_histogram(forecast[name], truth[name], member_dim, dim, regions, group)
+                           for name in forecast.data_vars})
     m = forecast.sizes[member_dim]
     ranks = truth_rank(forecast, truth, member_dim)
     dims = dims_of(dim)
@@ -79,15 +93,22 @@ def rank_histogram(forecast, truth, member_dim: str = "member", dim=None, region
         histograms.append(counts.astype(np.int64))
     result = histograms[0] if regions is None else xr.concat(
         histograms, dim=xr.DataArray([r.name for r in regions], dims="region", name="region"))
-    return result.assign_coords(rank=np.arange(m + 1))
+    result = result.assign_coords(rank=np.arange(m + 1))
+    if group is not None:
+        sizes = group_sizes(forecast, member_dim, group)
+        ratio = variance_ratio(forecast, truth, member_dim, group, dim, regions)
+        result = result.assign_coords(reliable_frequency=reliable_rank_frequency(ratio, sizes))
+    return result
 
 
-def rank_histogram_flatness(counts, rank_dim: str = "rank") -> xr.Dataset:
+def rank_histogram_flatness(counts, rank_dim: str = "rank", expected=None) -> xr.Dataset:
     """Chi-square test of a flat rank histogram: ``chi2 = sum_r (n_r - N/(M+1))^2 / (N/(M+1))`` with
     ``M`` degrees of freedom, its p-value, and ``relative_chi2 = chi2 / M`` (about 1 when flat).
 
     Reference: Jolliffe & Primo (2008). The cases of a field are not independent, so the p-value is
     optimistic (too small) for spatially correlated data; compare ``relative_chi2`` across ensembles.
+    ``expected`` (probabilities along ``rank_dim``, e.g. the ``reliable_frequency`` of a grouped
+    design from :func:`rank_histogram`) replaces the flat ``1 / (M + 1)``.
 
     >>> counts = xr.DataArray([10, 10, 10, 10], dims="rank")
     >>> float(rank_histogram_flatness(counts)["chi2"])
@@ -101,7 +122,7 @@ def rank_histogram_flatness(counts, rank_dim: str = "rank") -> xr.Dataset:
     if bins < 2:
         raise ValueError("a rank histogram needs at least two bins")
     total = counts.sum(rank_dim)
-    expected = total / bins
+    expected = total / bins if expected is None else total * expected / expected.sum(rank_dim)
     statistic = ((counts - expected) ** 2 / expected).sum(rank_dim)
     dof = bins - 1
     p_value = xr.apply_ufunc(chi2_distribution.sf, statistic, dof, dask="parallelized", output_dtypes=[float])
@@ -110,7 +131,7 @@ def rank_histogram_flatness(counts, rank_dim: str = "rank") -> xr.Dataset:
 
 
 # -- outliers ---------------------------------------------------------------------------------------
-def outlier_fraction(forecast, truth, member_dim: str = "member", dim=None, regions=None):
+def outlier_fraction(forecast, truth, member_dim: str = "member", dim=None, regions=None, group: str | None = None):
     """Fraction of cases where the truth lies outside the ensemble range (below the lowest or above the
     highest member), with its reliable value ``2 / (M + 1)`` in the attribute ``reliable_value``.
 
@@ -119,16 +140,28 @@ def outlier_fraction(forecast, truth, member_dim: str = "member", dim=None, regi
     and truth each rank is equally likely, so the two outer ranks give ``2 / (M + 1)`` (Anderson 1996;
     the HENS outlier statistic).
 
+    With ``group`` (a coordinate along ``member_dim``, e.g. ``checkpoint``) the reliable value is that of
+    a consistent Gaussian grouped ensemble with the estimated ``sb^2 / sw^2`` (derived by quadrature,
+    :func:`forecast.verify._grouped.outlier_probability`), the truth a member of a new group; it is a
+    coordinate ``reliable_value`` of the result (it varies with lead time and region).
+
     >>> f = xr.DataArray([[0.0, 1.0], [0.0, 1.0]], dims=("x", "member"))
     >>> out = outlier_fraction(f, xr.DataArray([2.0, 0.5], dims="x"), dim="x")
     >>> float(out), round(out.attrs["reliable_value"], 4)
     (0.5, 0.6667)
     """
     check(forecast, truth, member_dim)
+    if group is not None and isinstance(forecast, xr.Dataset):  # the reference is a coordinate per variable
+        return xr.Dataset({name: outlier_fraction(forecast[name], truth[name], member_dim, dim, regions, group)
+                           for name in forecast.data_vars})
     m = forecast.sizes[member_dim]
     low, high = forecast.min(member_dim), forecast.max(member_dim)
     outside = ((truth < low) | (truth > high)).astype(float).where(truth.notnull() & low.notnull())
     result = reduce_mean(outside, dim, regions)
+    if group is not None:
+        sizes = group_sizes(forecast, member_dim, group)
+        ratio = variance_ratio(forecast, truth, member_dim, group, dim, regions)
+        return result.assign_coords(reliable_value=reliable_outlier_fraction(ratio, sizes))
     result.attrs["reliable_value"] = 2.0 / (m + 1)
     if isinstance(result, xr.Dataset):
         for name in result.data_vars:
