@@ -263,6 +263,7 @@ def score_ensemble(forecast: xr.Dataset, truth: xr.Dataset, dims=SCORE_DIMS, reg
     forecast's (refused otherwise).
     """
     channels, aligned, truth = scoring_truth(forecast, truth, regrid)
+    schema = _schema(forecast)
     dims = list(dims)
     control = control_member(forecast)
     m = forecast.sizes["member"]
