@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from forecast.errors import InputError
+
 
 @dataclass(frozen=True)
 class RankInfo:
@@ -26,9 +28,9 @@ def rank_from_environment(environ=None) -> RankInfo:
             try:
                 info = RankInfo(int(env[rank_key]), int(env[world_key]), int(env.get(local_key, 0)))
             except ValueError:
-                raise ValueError(f"{rank_key}={env[rank_key]!r} / {world_key}={env[world_key]!r} are not integers") from None
+                raise InputError(f"{rank_key}={env[rank_key]!r} / {world_key}={env[world_key]!r} are not integers") from None
             if not 0 <= info.rank < info.world:
-                raise ValueError(f"rank {info.rank} is outside a world of {info.world}")
+                raise InputError(f"rank {info.rank} is outside a world of {info.world}")
             return info
     return RankInfo()
 
@@ -40,7 +42,7 @@ def split_windows(windows: list, world: int) -> list[list]:
     [[(0, 2)], [(2, 4), (4, 6)]]
     """
     if world < 1:
-        raise ValueError(f"world size must be at least 1, got {world}")
+        raise InputError(f"world size must be at least 1, got {world}")
     n = len(windows)
     return [windows[(r * n) // world:((r + 1) * n) // world] for r in range(world)]
 
@@ -55,6 +57,6 @@ def device_for(device: str, local_rank: int) -> str:
         if count == 0:
             if device == "auto":
                 return "cpu"
-            raise ValueError("device 'cuda' was asked for but no GPU is visible")
+            raise InputError("device 'cuda' was asked for but no GPU is visible")
         return f"cuda:{local_rank % count}"
     return device
