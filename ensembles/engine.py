@@ -35,6 +35,7 @@ from ensembles.ranks import split_windows
 from ensembles.seeds import member_generator, member_seed
 from ensembles.stats import EnsembleAccumulator, StatisticsSpec, finalise_statistics
 from forecast.data import DataError, Source
+from forecast.errors import InputError, StoreError
 from forecast.rollout import rollout
 from forecast.store import Checksums, EnsembleStore, StoreLayout, StoreSchema, shard_leads
 from models.checkpoint import load_checkpoint, read_card
@@ -59,7 +60,7 @@ class PerturbationSettings:
 
     def __post_init__(self):
         if self.method not in METHODS:
-            raise ValueError(f"perturbation method must be one of {METHODS}, got {self.method!r}")
+            raise InputError(f"perturbation method must be one of {METHODS}, got {self.method!r}")
         object.__setattr__(self, "channels", tuple(self.channels))
 
 
@@ -132,21 +133,21 @@ class EnsembleEngine:
     def __post_init__(self):
         self.init_times = np.atleast_1d(np.asarray(self.init_times, dtype="datetime64[ns]"))
         if len(self.checkpoints) != self.plan.n_checkpoints:
-            raise ValueError(f"the member plan has {self.plan.n_checkpoints} checkpoints but {len(self.checkpoints)} were given")
+            raise InputError(f"the member plan has {self.plan.n_checkpoints} checkpoints but {len(self.checkpoints)} were given")
         self.cards = [read_card(path) for path in self.checkpoints]
         first = self.cards[0]
         for path, card in zip(self.checkpoints, self.cards):
             for attribute in ("channels", "grid", "dt_hours"):
                 if getattr(card, attribute) != getattr(first, attribute):
-                    raise ValueError(f"checkpoint {path} has other {attribute} than {self.checkpoints[0]}: "
+                    raise InputError(f"checkpoint {path} has other {attribute} than {self.checkpoints[0]}: "
                                      f"{getattr(card, attribute)} vs {getattr(first, attribute)}")
         self.channels = first.channels
         self.dt_hours = first.dt_hours
         self.grid = first.model_grid
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+            raise InputError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         if self.lead_steps < 0:
-            raise ValueError(f"lead steps must be non-negative, got {self.lead_steps}")
+            raise InputError(f"lead steps must be non-negative, got {self.lead_steps}")
         self.analyses.check_channels(self.channels)
         self.analyses.check_grid(self.grid)
         self.analyses.time_index(self.init_times)
@@ -156,10 +157,10 @@ class EnsembleEngine:
             unknown += [c for c in self.statistics.channels if c not in self.channels]
             self.statistics.check_members(self.plan.size)
         if unknown:
-            raise ValueError(f"channel(s) {sorted(set(unknown))} named in the ensemble settings are not model channels {list(self.channels)}")
+            raise InputError(f"channel(s) {sorted(set(unknown))} named in the ensemble settings are not model channels {list(self.channels)}")
         missing = [c for c in self.statistics_only if self.statistics is None or c not in self.statistics.channels]
         if missing:
-            raise ValueError(f"statistics-only channel(s) {missing} must also be statistics channels")
+            raise InputError(f"statistics-only channel(s) {missing} must also be statistics channels")
         self.stored = tuple(c for c in self.channels if c not in self.statistics_only)
         if p.method == "bred_vector" and p.last_cycle_ends == "t":
             for t in self.init_times:
@@ -245,7 +246,7 @@ class EnsembleEngine:
         init_indices = range(len(self.init_times)) if init_indices is None else list(init_indices)
         diff = store.schema.differences(self.schema())
         if diff:
-            raise ValueError(f"store {store.path} was created for another run (differs in {', '.join(diff)})")
+            raise StoreError(f"store {store.path} was created for another run (differs in {', '.join(diff)})")
         counts = {"blocks_run": 0, "blocks_skipped": 0, "member_steps": 0}
         began = time.perf_counter()
         blocks = self.rank_blocks(start, stop, rank, world)

@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from forecast.errors import InputError
 from forecast.grid import Grid
 from forecast.random_fields import SphericalNoise
 
@@ -32,7 +33,7 @@ def hemispheric_rms(dx: torch.Tensor, grid: Grid, boundary: float = 20.0) -> tup
     result = []
     for band in (lat >= boundary, lat <= -boundary):
         if not band.any():
-            raise ValueError(f"no grid latitudes poleward of {boundary} degrees")
+            raise InputError(f"no grid latitudes poleward of {boundary} degrees")
         w = weights[band] / weights[band].sum()
         power = (dx[..., band, :] ** 2).mean(dim=-1)
         result.append(torch.sqrt((power * w).sum(dim=-1)))
@@ -96,11 +97,11 @@ class BredVector:
                  boundary: float = 20.0, last_cycle_ends: str = "t", history: torch.Tensor | None = None,
                  times: Sequence | None = None):
         if cycles < 1:
-            raise ValueError(f"bred vectors need at least one breeding cycle, got {cycles}")
+            raise InputError(f"bred vectors need at least one breeding cycle, got {cycles}")
         if last_cycle_ends not in ("t", "t+6h"):
-            raise ValueError(f"last_cycle_ends must be 't' or 't+6h', got {last_cycle_ends!r}")
+            raise InputError(f"last_cycle_ends must be 't' or 't+6h', got {last_cycle_ends!r}")
         if last_cycle_ends == "t" and (history is None or len(history) != cycles):
-            raise ValueError(f"bred vectors ending at t need the {cycles} analyses before the initial time")
+            raise InputError(f"bred vectors ending at t need the {cycles} analyses before the initial time")
         self.step = step
         self.grid = grid
         self.amplitude = torch.as_tensor(amplitude, dtype=torch.float32)
@@ -111,7 +112,7 @@ class BredVector:
         self.last_cycle_ends = last_cycle_ends
         self.history = history
         if times is not None and len(times) != cycles:
-            raise ValueError(f"bred vectors need one valid time per breeding cycle ({cycles}), got {len(times)}")
+            raise InputError(f"bred vectors need one valid time per breeding cycle ({cycles}), got {len(times)}")
         self.times = times
 
     def __call__(self, x: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from forecast.errors import InputError
+
 PERTURBATIONS = ("paired", "single", "none")
 
 
@@ -65,13 +67,13 @@ class MemberPlan:
 
     def __post_init__(self):
         if self.n_checkpoints < 1:
-            raise ValueError(f"n_checkpoints must be at least 1, got {self.n_checkpoints}")
+            raise InputError(f"n_checkpoints must be at least 1, got {self.n_checkpoints}")
         if self.members_per_checkpoint < 0 or (self.members_per_checkpoint == 0 and not self.control):
-            raise ValueError(f"members_per_checkpoint must be positive, got {self.members_per_checkpoint}")
+            raise InputError(f"members_per_checkpoint must be positive, got {self.members_per_checkpoint}")
         if self.perturbation not in PERTURBATIONS:
-            raise ValueError(f"perturbation must be one of {PERTURBATIONS}, got {self.perturbation!r}")
+            raise InputError(f"perturbation must be one of {PERTURBATIONS}, got {self.perturbation!r}")
         if self.perturbation == "paired" and self.members_per_checkpoint % 2:
-            raise ValueError(f"members_per_checkpoint must be even for +/- pairs, got {self.members_per_checkpoint}")
+            raise InputError(f"members_per_checkpoint must be even for +/- pairs, got {self.members_per_checkpoint}")
 
     @property
     def offset(self) -> int:
@@ -104,7 +106,7 @@ class MemberPlan:
     def windows(self, batch_size: int) -> list[tuple[int, int]]:
         """The regular ``(start, stop)`` windows of ``batch_size`` members (the last may be short)."""
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise InputError(f"batch_size must be at least 1, got {batch_size}")
         return [(s, min(s + batch_size, self.size)) for s in range(0, self.size, batch_size)]
 
     def blocks(self, batch_size: int) -> list[tuple[int, int]]:
@@ -144,7 +146,7 @@ class MemberPlan:
 def check_member_range(start: int, stop: int, size: int, what: str = "member") -> None:
     """Raise ``ValueError`` unless ``start:stop`` is a non-empty range within ``size``."""
     if start < 0 or stop <= start or stop > size:
-        raise ValueError(f"{what} range {start}:{stop} is empty, negative or beyond the {size} {what}s")
+        raise InputError(f"{what} range {start}:{stop} is empty, negative or beyond the {size} {what}s")
 
 
 def parse_member_range(text: str, size: int, what: str = "member") -> tuple[int, int]:
@@ -160,6 +162,6 @@ def parse_member_range(text: str, size: int, what: str = "member") -> tuple[int,
         start = int(left) if left.strip() else 0
         stop = int(right) if right.strip() else size
     except ValueError:
-        raise ValueError(f"{what} range {text!r} is not of the form A:B") from None
+        raise InputError(f"{what} range {text!r} is not of the form A:B") from None
     check_member_range(start, stop, size, what)
     return start, stop

@@ -15,7 +15,7 @@ def split_windows(windows: list, world: int) -> list[list]:
     [[(0, 2)], [(2, 4), (4, 6)]]
     """
     if world < 1:
-        raise ValueError(f"world size must be at least 1, got {world}")
+        raise InputError(f"world size must be at least 1, got {world}")
     n = len(windows)
     return [windows[(r * n) // world:((r + 1) * n) // world] for r in range(world)]
 
@@ -30,6 +30,6 @@ def device_for(device: str, local_rank: int) -> str:
         if count == 0:
             if device == "auto":
                 return "cpu"
-            raise ValueError("device 'cuda' was asked for but no GPU is visible")
+            raise InputError("device 'cuda' was asked for but no GPU is visible")
         return f"cuda:{local_rank % count}"
     return device

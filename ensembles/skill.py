@@ -17,6 +17,7 @@ import torch
 
 from forecast.data import Source
 from forecast.files import write_atomic
+from forecast.errors import InputError
 from forecast.rollout import rollout
 
 SKILL_FILE = "skill.json"
@@ -26,7 +27,7 @@ def deterministic_rmse(model, analyses: Source, truth: Source, init_times, lead_
     """Area-weighted RMSE per channel at ``lead_hours`` over ``init_times`` (physical units)."""
     card = model.card
     if lead_hours % card.dt_hours:
-        raise ValueError(f"lead {lead_hours} h is not a multiple of the model step {card.dt_hours} h")
+        raise InputError(f"lead {lead_hours} h is not a multiple of the model step {card.dt_hours} h")
     steps = lead_hours // card.dt_hours
     weights = torch.as_tensor(truth.grid.area_weights(), dtype=torch.float64)
     init_times = np.asarray(init_times, dtype="datetime64[ns]")
@@ -64,8 +65,12 @@ def load_skill(checkpoint_dir: str | os.PathLike, lead_hours: int) -> dict:
     """The RMSE per channel from a checkpoint's ``skill.json``, refused if computed at another lead."""
     path = Path(checkpoint_dir) / SKILL_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run 'forecast skill' for this checkpoint first")
-    record = json.loads(path.read_text())
+        raise InputError(f"{path} not found: run 'forecast skill' for this checkpoint first")
+    try:
+        record = json.loads(path.read_text())
+        record["rmse"], record["lead_hours"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise InputError(f"{path} is not a skill file ({type(error).__name__}: {error}): rerun 'forecast skill'") from None
     if record.get("lead_hours") != lead_hours:
-        raise ValueError(f"{path} holds the RMSE at {record.get('lead_hours')} h, not at {lead_hours} h: rerun 'forecast skill'")
+        raise InputError(f"{path} holds the RMSE at {record.get('lead_hours')} h, not at {lead_hours} h: rerun 'forecast skill'")
     return record["rmse"]

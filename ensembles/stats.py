@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from forecast.errors import InputError
+
 
 @dataclass(frozen=True)
 class StatisticsSpec:
@@ -33,17 +35,17 @@ class StatisticsSpec:
         object.__setattr__(self, "thresholds", {c: tuple(float(t) for t in v) for c, v in self.thresholds.items()})
         unknown = [c for c in self.thresholds if c not in self.channels]
         if unknown:
-            raise ValueError(f"thresholds given for channel(s) {unknown} that are not among the statistics channels {list(self.channels)}")
+            raise InputError(f"thresholds given for channel(s) {unknown} that are not among the statistics channels {list(self.channels)}")
         if any(not 0.0 <= q <= 1.0 for q in self.quantiles):
-            raise ValueError(f"quantiles must lie in [0, 1], got {self.quantiles}")
+            raise InputError(f"quantiles must lie in [0, 1], got {self.quantiles}")
         if self.tail_members < 0:
-            raise ValueError(f"tail_members must be non-negative, got {self.tail_members}")
+            raise InputError(f"tail_members must be non-negative, got {self.tail_members}")
 
     def check_members(self, members: int) -> None:
         """Refuse quantiles the tails cannot give exactly for an ensemble of ``members``."""
         needed = max((tail_members_needed(q, members) for q in self.quantiles), default=0)
         if needed > self.tail_members:
-            raise ValueError(f"quantiles {list(self.quantiles)} of {members} members need tail_members >= {needed}, "
+            raise InputError(f"quantiles {list(self.quantiles)} of {members} members need tail_members >= {needed}, "
                              f"got {self.tail_members}")
 
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from forecast.errors import InputError
+
 GRID_KINDS = ("equiangular", "legendre-gauss")
 
 
@@ -35,9 +37,9 @@ class Grid:
 
     def __post_init__(self):
         if self.kind not in GRID_KINDS:
-            raise ValueError(f"unknown grid kind {self.kind!r}; expected one of {GRID_KINDS}")
+            raise InputError(f"unknown grid kind {self.kind!r}; expected one of {GRID_KINDS}")
         if self.nlat < 2 or self.nlon < 2:
-            raise ValueError(f"grid must have at least 2x2 points, got {self.nlat}x{self.nlon}")
+            raise InputError(f"grid must have at least 2x2 points, got {self.nlat}x{self.nlon}")
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -94,7 +96,7 @@ class Grid:
             grid = cls(len(lat), len(lon), kind)
             if np.allclose(grid.lat, lat, atol=1e-4) and np.allclose(grid.lon, lon, atol=1e-4):
                 return grid
-        raise ValueError(
+        raise InputError(
             f"coordinates ({len(lat)} latitudes {lat[0]:.3f}..{lat[-1]:.3f}, {len(lon)} longitudes "
             f"{lon[0]:.3f}..{lon[-1]:.3f}) are not a global equiangular or Gauss grid ordered north to "
             "south and east from 0"

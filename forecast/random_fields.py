@@ -15,6 +15,7 @@ import math
 
 import torch
 
+from forecast.errors import InputError
 from forecast.grid import Grid
 
 EARTH_RADIUS_KM = 6371.0
@@ -34,7 +35,7 @@ class SphericalNoise(torch.nn.Module):
     def __init__(self, grid: Grid, length_scale_km: float = 500.0, radius_km: float = EARTH_RADIUS_KM):
         super().__init__()
         if length_scale_km <= 0:
-            raise ValueError(f"length_scale_km must be positive, got {length_scale_km}")
+            raise InputError(f"length_scale_km must be positive, got {length_scale_km}")
         from torch_harmonics import InverseRealSHT
 
         self.grid = grid
@@ -47,7 +48,7 @@ class SphericalNoise(torch.nn.Module):
         spectrum[0] = 0.0
         variance = torch.sum(spectrum * (2 * degree + 1) / (4 * math.pi))
         if variance <= 0:
-            raise ValueError(f"length scale {length_scale_km} km is too long for this grid: no variance is left")
+            raise InputError(f"length scale {length_scale_km} km is too long for this grid: no variance is left")
         amplitude = torch.sqrt(spectrum / variance)[:, None].expand(lmax, mmax)
         self.register_buffer("amplitude", torch.tril(amplitude).to(torch.float32).contiguous())
 

@@ -51,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
+from forecast.errors import InputError, StoreError
 from forecast.files import atomic_write
 from forecast.grid import Grid
 from forecast.hashing import content_hash, digest_to_int
@@ -58,10 +59,6 @@ from forecast.hashing import content_hash, digest_to_int
 STATISTICS = ("mean", "std", "min", "max")
 STORE_VERSION = 2  # 1: releases up to 2026-11-28 (no checksums, statistics parts per rank); 2: this layout
 MIGRATE_COMMAND = "forecast check --migrate"
-
-
-class StoreError(ValueError):
-    """A store that does not exist, has another schema, or fails its manifest."""
 
 
 class StoreVersionError(StoreError):
@@ -80,10 +77,10 @@ class StoreLayout:
 
     def __post_init__(self):
         if self.shard_members < 1 or self.lead_chunk < 1:
-            raise ValueError("shard_members and lead_chunk must be at least 1")
+            raise InputError("shard_members and lead_chunk must be at least 1")
         bad = {c: b for c, b in self.keepbits.items() if not (isinstance(b, int) and 1 <= b <= 23)}
         if bad:
-            raise ValueError(f"keepbits must be integers from 1 to 23 (float32 mantissa bits), got {bad}")
+            raise InputError(f"keepbits must be integers from 1 to 23 (float32 mantissa bits), got {bad}")
 
 
 @dataclass(frozen=True)
@@ -546,7 +543,7 @@ def _undecodable_chunks(path, names=None) -> list[tuple[str, tuple, Path]]:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        group = zarr.open_group(str(path), mode="r")
+        group = zarr.open_group(str(path), mode="r", use_consolidated=False)  # each array's own metadata
     bad = []
     for name, array in group.arrays():
         if names is not None and name not in names:

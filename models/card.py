@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 
+from forecast.errors import InputError
 from forecast.grid import Grid
 
 FORMAT_VERSION = 1
@@ -37,16 +38,16 @@ class ModelCard:
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         if self.family not in FAMILIES:
-            raise ValueError(f"unknown model family {self.family!r}; expected one of {FAMILIES}")
+            raise InputError(f"unknown model family {self.family!r}; expected one of {FAMILIES}")
         n = len(self.channels)
         if n == 0 or len(set(self.channels)) != n:
-            raise ValueError(f"card channels must be non-empty and distinct, got {self.channels}")
+            raise InputError(f"card channels must be non-empty and distinct, got {self.channels}")
         if len(self.mean) != n or len(self.std) != n:
-            raise ValueError(f"card has {n} channels but {len(self.mean)} means and {len(self.std)} stds")
+            raise InputError(f"card has {n} channels but {len(self.mean)} means and {len(self.std)} stds")
         if any(not s > 0 for s in self.std):
-            raise ValueError(f"card normalisation std must be positive, got {self.std}")
+            raise InputError(f"card normalisation std must be positive, got {self.std}")
         if self.dt_hours <= 0:
-            raise ValueError(f"card dt_hours must be positive, got {self.dt_hours}")
+            raise InputError(f"card dt_hours must be positive, got {self.dt_hours}")
         Grid.from_dict(self.grid)
 
     @property
@@ -63,17 +64,17 @@ class ModelCard:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
-            raise ValueError(f"{source} is not valid JSON: {error}") from None
+            raise InputError(f"{source} is not valid JSON: {error}") from None
         if not isinstance(data, dict):
-            raise ValueError(f"{source} must hold a JSON object")
+            raise InputError(f"{source} must hold a JSON object")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"{source} has unknown keys {unknown}")
+            raise InputError(f"{source} has unknown keys {unknown}")
         try:
             card = cls(**data)
         except TypeError as error:
-            raise ValueError(f"{source} is incomplete: {error}") from None
+            raise InputError(f"{source} is incomplete: {error}") from None
         if card.format_version != FORMAT_VERSION:
-            raise ValueError(f"{source} has format_version {card.format_version}; this code reads {FORMAT_VERSION}")
+            raise InputError(f"{source} has format_version {card.format_version}; this code reads {FORMAT_VERSION}")
         return card

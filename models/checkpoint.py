@@ -25,13 +25,14 @@ import torch
 from torch import nn
 
 from forecast.files import atomic_write, file_sha256, write_atomic
+from forecast.errors import InputError
 from models.card import ModelCard
 
 CARD = "card.json"
 WEIGHTS = "weights.safetensors"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint that cannot be trusted or does not match its card."""
 
 

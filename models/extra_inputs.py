@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from forecast.errors import InputError
 from forecast.grid import Grid
 
 GRID_KINDS = ("sinusoidal", "linear")
@@ -58,28 +59,28 @@ class ExtraInputSpec:
         d = dict(d or {})
         unknown = set(d) - {"cos_zenith", "grid", "static"}
         if unknown:
-            raise ValueError(f"unknown extra inputs {sorted(unknown)}; known: cos_zenith, grid, static")
+            raise InputError(f"unknown extra inputs {sorted(unknown)}; known: cos_zenith, grid, static")
         grid = d.get("grid") or {}
         unknown = set(grid) - {"kind", "frequencies", "coordinates"}
         if unknown:
-            raise ValueError(f"unknown grid-feature settings {sorted(unknown)}; known: kind, frequencies, coordinates")
+            raise InputError(f"unknown grid-feature settings {sorted(unknown)}; known: kind, frequencies, coordinates")
         kind = str(grid.get("kind", "")) if grid else ""
         if grid and kind not in GRID_KINDS:
-            raise ValueError(f"grid feature kind must be one of {GRID_KINDS}, got {kind!r}")
+            raise InputError(f"grid feature kind must be one of {GRID_KINDS}, got {kind!r}")
         frequencies = int(grid.get("frequencies", 1 if kind == "sinusoidal" else 0)) if grid else 0
         if kind == "sinusoidal" and frequencies < 1:
-            raise ValueError(f"sinusoidal grid features need at least 1 frequency, got {frequencies}")
+            raise InputError(f"sinusoidal grid features need at least 1 frequency, got {frequencies}")
         coordinates = str(grid.get("coordinates", "unit"))
         if coordinates not in GRID_COORDINATES:
-            raise ValueError(f"grid feature coordinates must be one of {GRID_COORDINATES}, got {coordinates!r}")
+            raise InputError(f"grid feature coordinates must be one of {GRID_COORDINATES}, got {coordinates!r}")
         static = tuple(str(s) for s in d.get("static", ()))
         if len(set(static)) != len(static):
-            raise ValueError(f"static input names must be distinct, got {static}")
+            raise InputError(f"static input names must be distinct, got {static}")
         zenith = d.get("cos_zenith", False)
         arithmetic = "float64"
         if isinstance(zenith, str):
             if zenith not in COS_ZENITH_ARITHMETIC:
-                raise ValueError(f"cos_zenith must be true, false or one of {COS_ZENITH_ARITHMETIC}, got {zenith!r}")
+                raise InputError(f"cos_zenith must be true, false or one of {COS_ZENITH_ARITHMETIC}, got {zenith!r}")
             zenith, arithmetic = True, zenith
         return cls(bool(zenith), kind, frequencies, coordinates, static, arithmetic)
 

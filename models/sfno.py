@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 from torch import nn
 
+from forecast.errors import InputError
+
 
 @dataclass(frozen=True)
 class SFNOConfig:
@@ -97,17 +99,17 @@ class SFNOConfig:
 
     def __post_init__(self):
         if self.normalization not in ("instance_norm", "none"):
-            raise ValueError(f"normalization must be 'instance_norm' or 'none', got {self.normalization!r}")
+            raise InputError(f"normalization must be 'instance_norm' or 'none', got {self.normalization!r}")
         if self.activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {self.activation!r}")
+            raise InputError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {self.activation!r}")
         if self.scale_factor < 1 or self.embed_dim < 1 or self.num_layers < 1:
-            raise ValueError("scale_factor, embed_dim and num_layers must be positive")
+            raise InputError("scale_factor, embed_dim and num_layers must be positive")
         if self.residual_prediction and self.in_channels < self.out_channels:
-            raise ValueError("residual_prediction needs the predicted channels first among the inputs")
+            raise InputError("residual_prediction needs the predicted channels first among the inputs")
         if self.skip_resampling not in ("shape", "shape_or_grid"):
-            raise ValueError(f"skip_resampling must be 'shape' or 'shape_or_grid', got {self.skip_resampling!r}")
+            raise InputError(f"skip_resampling must be 'shape' or 'shape_or_grid', got {self.skip_resampling!r}")
         if self.max_modes < 0:
-            raise ValueError(f"max_modes must be 0 (automatic) or positive, got {self.max_modes}")
+            raise InputError(f"max_modes must be 0 (automatic) or positive, got {self.max_modes}")
         from models.extra_inputs import ExtraInputSpec
 
         object.__setattr__(self, "extra_inputs", ExtraInputSpec.from_dict(self.extra_inputs).to_dict())
@@ -118,7 +120,7 @@ class SFNOConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown SFNO hyper-parameters {sorted(unknown)}; known: {sorted(known)}")
+            raise InputError(f"unknown SFNO hyper-parameters {sorted(unknown)}; known: {sorted(known)}")
         return cls(**d)
 
     def to_dict(self) -> dict:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from models.crps import fair_crps
+from forecast.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +35,9 @@ class TrainSettings:
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1 or self.rollout_steps < 1:
-            raise ValueError("steps, batch_size and rollout_steps must be at least 1")
+            raise InputError("steps, batch_size and rollout_steps must be at least 1")
         if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+            raise InputError(f"learning_rate must be positive, got {self.learning_rate}")
 
 
 def seeded_init(build, seed: int):
@@ -80,7 +81,7 @@ def train(model: nn.Module, data: np.ndarray, settings: TrainSettings, seed: int
     """
     rank, world = rank_and_world()
     if settings.batch_size % world:
-        raise ValueError(f"batch_size {settings.batch_size} must be a multiple of the {world} training processes")
+        raise InputError(f"batch_size {settings.batch_size} must be a multiple of the {world} training processes")
     device = torch.device(device)
     model.to(device)
     weights = torch.as_tensor(area_weights, dtype=torch.float32, device=device)
@@ -158,11 +159,11 @@ class VAELoss:
 
     def __post_init__(self):
         if self.samples < 2:
-            raise ValueError(f"the fair CRPS needs at least 2 samples per input, got {self.samples}")
+            raise InputError(f"the fair CRPS needs at least 2 samples per input, got {self.samples}")
         if self.sample_from not in ("posterior", "prior"):
-            raise ValueError(f"sample_from must be 'posterior' or 'prior', got {self.sample_from!r}")
+            raise InputError(f"sample_from must be 'posterior' or 'prior', got {self.sample_from!r}")
         if self.beta < 0:
-            raise ValueError(f"beta must be non-negative, got {self.beta}")
+            raise InputError(f"beta must be non-negative, got {self.beta}")
 
     def __call__(self, model, window: torch.Tensor, generators, weights: torch.Tensor, step: int = 10**9) -> torch.Tensor:
         n = self.samples

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
+from forecast.errors import InputError
 from models.base import Normalised
 from models.card import ModelCard
 from models.sfno import SFNOBlock, SFNOConfig, _ACTIVATIONS, _encoder_decoder, _pointwise
@@ -86,11 +87,11 @@ class VAEConfig:
 
     def __post_init__(self):
         if self.encoder_blocks < 1 or self.decoder_blocks < 1 or self.latent_channels < 1:
-            raise ValueError("encoder_blocks, decoder_blocks and latent_channels must be at least 1")
+            raise InputError("encoder_blocks, decoder_blocks and latent_channels must be at least 1")
         if self.in_channels != self.out_channels:
-            raise ValueError("the VAE predicts increments: in_channels must equal out_channels")
+            raise InputError("the VAE predicts increments: in_channels must equal out_channels")
         if not 0.0 <= self.latent_correlation < 1.0:
-            raise ValueError(f"latent_correlation must lie in [0, 1), got {self.latent_correlation}")
+            raise InputError(f"latent_correlation must lie in [0, 1), got {self.latent_correlation}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "VAEConfig":
@@ -98,7 +99,7 @@ class VAEConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown VAE hyper-parameters {sorted(unknown)}; known: {sorted(known)}")
+            raise InputError(f"unknown VAE hyper-parameters {sorted(unknown)}; known: {sorted(known)}")
         return cls(**d)
 
     def to_dict(self) -> dict:

@@ -10,6 +10,11 @@ import torch
 torch.set_num_threads(1)
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "system: needs root, Slurm or mounts; skips with the reason where they are "
+                            "missing, fails there instead when FORECAST_REQUIRE_SYSTEM_TESTS=1 (.ci/run)")
+
+
 @pytest.fixture(scope="session")
 def tiny_config(tmp_path_factory):
     from workflows.config import bundled_config, load_config, with_workdir

@@ -23,7 +23,7 @@ EXAMPLES = """examples:
   forecast export out/ensemble.zarr z500.nc --channels z500 --members 0:10   # CF NetCDF for other tools
   forecast plot out/ensemble.zarr --plume 52.5,13.4 --channel t2m            # members at one point vs lead
 
-exit codes: 0 ok, 2 bad input or config, 3 store problem, 4 disk full, 5 other system error,
+exit codes: 0 ok, 1 internal error (a bug), 2 bad input or config, 3 store problem, 4 disk full, 5 other system error,
   6 another nightly is running, 7 stopped by a signal (finished work is kept; rerun to resume)
 """
 
@@ -89,7 +89,7 @@ def cmd_score(args):
     regions = [Region.parse(text) for text in args.region or []]
     report = score_store(args.store, args.truth, out, workers=args.workers, scheduler=args.scheduler or "", slurm=slurm,
                          regions=regions, chunk_mb=args.chunk_mb, worker_memory=args.worker_memory or "",
-                         regrid=args.regrid, dims=parse_dims(args.dims))
+                         regrid=args.regrid, dims=parse_dims(args.dims), allow_partial=args.allow_partial)
     print(f"report: {report}")
 
 
@@ -172,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only (same as --log-level warning)")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="log level (default info)")
     parser.add_argument("--log-file", help="also append the log to this file")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of any error on stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_config(name, help_text, func, optional=False):
@@ -227,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--scheduler", help="address of a running Dask scheduler instead of a local cluster")
     score.add_argument("--worker-memory", help="memory limit per local worker (default 1.5GiB)")
     score.add_argument("--chunk-mb", type=float, default=64, help="Dask chunk size: all members x a tile (default 64)")
+    score.add_argument("--allow-partial", action="store_true", help="score an unfinished store: the members finished "
+                       "at every start date (the report and scores.nc say so); without it an unfinished store is refused")
     score.add_argument("--region", action="append", metavar="NAME:S:N:W:E",
                        help="extra region box in degrees (repeatable), e.g. europe:35:70:-10:30")
     slurm = score.add_argument_group("Slurm (dask-jobqueue SLURMCluster instead of a local cluster)")
@@ -325,11 +328,14 @@ def main(argv=None) -> int:
     except Interrupted as interrupted:
         print(f"forecast: {interrupted}: finished work is saved; {requeue_if_asked(interrupted)}", file=sys.stderr)
         return EXIT_CODE
-    except Exception as error:
-        from workflows.errors import KNOWN_ERRORS, describe, exit_code  # on failure only: it imports torch
+    except Exception as error:  # noqa: BLE001 -- the project's errors are one line; anything else is a bug
+        from workflows.errors import describe, exit_code, is_known, report_internal_error  # on failure only
 
-        if not isinstance(error, KNOWN_ERRORS):
-            raise
+        if not is_known(error):
+            print(f"forecast: {report_internal_error(error, args.debug)}", file=sys.stderr)
+            return exit_code(error)
+        if args.debug:
+            log.error("forecast: error", exc_info=error)
         print(f"forecast: error: {describe(error)}", file=sys.stderr)
         return exit_code(error)
     return 0

@@ -7,6 +7,8 @@ import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from forecast.errors import InputError, SystemFailure
+
 log = logging.getLogger(__name__)
 
 LOCAL_WORKER_MEMORY = "1.5GiB"  # per local worker: Dask spills, then pauses the worker, before it grows past this
@@ -32,7 +34,7 @@ class SlurmOptions:
         from dask_jobqueue import SLURMCluster
 
         if self.jobs < 1 or self.cores < 1 or self.processes < 1:
-            raise ValueError(f"Slurm jobs, cores and processes must be at least 1, got {self}")
+            raise InputError(f"Slurm jobs, cores and processes must be at least 1, got {self}")
         kwargs = {"cores": self.cores, "processes": self.processes, "memory": self.memory, "walltime": self.walltime,
                   "job_extra_directives": list(self.job_extra),
                   "scheduler_options": {"dashboard_address": dashboard_address()}}
@@ -98,3 +100,55 @@ def dask_client(workers: int = 1, scheduler: str = "", slurm: SlurmOptions | Non
         finally:
             client.close()
             cluster.close()
+
+
+class LostWorkerJobs:
+    """Watches a dask-jobqueue cluster while a computation runs: when no worker is connected and none of the
+    cluster's Slurm jobs is queued or running any more (cancelled, failed, out of time) for ``grace``
+    seconds, the jobs are replaced (scaled to none and back), at most ``replacements`` times, after which it is
+    a ``SystemFailure``. The scheduler keeps the graph, so the computation resumes on the new workers.
+    Jobs waiting in the queue are waited for. Other clusters are not watched.
+    """
+
+    def __init__(self, client, grace: float = 10.0, replacements: int = 2):
+        self.client, self.grace, self.replacements = client, grace, replacements
+        cluster = getattr(client, "cluster", None)
+        from dask_jobqueue.core import JobQueueCluster
+
+        self.cluster = cluster if isinstance(cluster, JobQueueCluster) else None
+        self.jobs = len(cluster.worker_spec) if self.cluster is not None else 0
+        self.gone_since, self.replaced = None, 0
+
+    def _alive(self) -> bool:
+        from workflows.slurm import is_active
+
+        if self.client.scheduler_info().get("workers"):
+            return True
+        ids = [getattr(job, "job_id", None) for job in list(self.cluster.workers.values())]
+        return any(job is None or is_active(job) for job in ids)  # None: still being submitted
+
+    def check(self) -> None:
+        """Call every few seconds while waiting; replaces lost jobs or raises ``SystemFailure``."""
+        import time
+
+        if self.cluster is None:
+            return
+        if self._alive():
+            self.gone_since = None
+            return
+        now = time.monotonic()
+        self.gone_since = self.gone_since or now
+        if now - self.gone_since < self.grace:
+            return
+        if self.replaced >= self.replacements:
+            raise SystemFailure(f"every Dask worker's Slurm job was lost {self.replaced + 1} times (cancelled, failed or "
+                                "out of time); scoring stopped (rerun to score)")
+        self.replaced += 1
+        log.warning("dask: no worker and no Slurm job of them left; submitting %d replacement job(s) (%d of at most %d)",
+                    self.jobs, self.replaced, self.replacements)
+        self.cluster.scale(jobs=0)
+        deadline = now + 60
+        while self.cluster.workers and time.monotonic() < deadline:
+            time.sleep(0.5)
+        self.cluster.scale(jobs=self.jobs)
+        self.gone_since = None

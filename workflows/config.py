@@ -16,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from forecast.errors import InputError
 
-class ConfigError(ValueError):
+
+class ConfigError(InputError):
     """A configuration that cannot be used; the message names the key."""
 
 
@@ -29,14 +31,31 @@ class TimeRange:
     stop: str = "2000-01-01T00"
     every_hours: int = 24
 
-    def times(self) -> np.ndarray:
-        start, stop = np.datetime64(self.start, "ns"), np.datetime64(self.stop, "ns")
+    def times(self, where: str = "time range") -> np.ndarray:
+        """The start times; a ``ConfigError`` naming ``where`` (e.g. ``ensemble.init_times``) for a date that
+        does not parse, a stop before the start or a step that is not positive."""
+        start, stop = parse_time(self.start, f"{where}.start"), parse_time(self.stop, f"{where}.stop")
         if stop < start:
-            raise ConfigError(f"time range stops ({self.stop}) before it starts ({self.start})")
+            raise ConfigError(f"{where} stops ({self.stop}) before it starts ({self.start})")
         if self.every_hours <= 0:
-            raise ConfigError(f"every_hours must be positive, got {self.every_hours}")
+            raise ConfigError(f"{where}.every_hours must be positive, got {self.every_hours}")
         step = np.timedelta64(self.every_hours, "h")
         return np.arange(start, stop + np.timedelta64(1, "s"), step).astype("datetime64[ns]")
+
+
+def parse_time(text: str, where: str) -> np.datetime64:
+    """``text`` (ISO 8601, e.g. ``2000-01-22T00``) as ``datetime64[ns]``; a ``ConfigError`` naming ``where``.
+
+    >>> str(parse_time("2000-01-22T06", "planet.start"))
+    '2000-01-22T06:00:00.000000000'
+    """
+    try:
+        value = np.datetime64(str(text), "ns")
+    except ValueError:
+        value = np.datetime64("NaT")
+    if np.isnat(value):
+        raise ConfigError(f"{where}={text!r} is not a date and time such as 2000-01-22T00")
+    return value
 
 
 @dataclass(frozen=True)
@@ -50,7 +69,17 @@ class Paths:
     experiments: str = "{workdir}/experiments"
 
     def resolve(self, name: str) -> Path:
-        return Path(getattr(self, name).format(workdir=self.workdir))
+        """The path ``name`` with ``{workdir}`` replaced; other braces are part of the path."""
+        return Path(expand_workdir(getattr(self, name), self.workdir))
+
+
+def expand_workdir(path: str, workdir: str) -> str:
+    """``path`` with every ``{workdir}`` replaced by ``workdir`` (not ``str.format``: a path may hold braces).
+
+    >>> expand_workdir("{workdir}/runs/{x}", "/data")
+    '/data/runs/{x}'
+    """
+    return path.replace("{workdir}", workdir)
 
 
 @dataclass(frozen=True)
@@ -272,7 +301,7 @@ def _convert(value, annotation, where: str):
     if annotation is str:
         if isinstance(value, (dict, list)):
             raise ConfigError(f"{where} must be a string, got {value!r}")
-        return str(value)
+        return "" if value is None else str(value)  # `key=` (empty) is the empty string, not 'None'
     if annotation is tuple or origin is tuple:
         if isinstance(value, str):
             value = [value]
@@ -317,8 +346,13 @@ def load_config(path: str | os.PathLike | None = None, overrides: typing.Sequenc
             raise ConfigError(f"config file {path} does not exist")
         try:
             data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+        except (yaml.YAMLError, ValueError) as error:  # ValueError: a date YAML cannot build (2000-13-01)
+            raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(error).split())}") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"config file {path} cannot be read: {error}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections (paths:, ensemble:, ...), "
+                              f"got a {_kind(data)}")
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
@@ -329,12 +363,30 @@ def load_config(path: str | os.PathLike | None = None, overrides: typing.Sequenc
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
                 raise ConfigError(f"override {key!r}: '{part}' is not a section")
-        target[parts[-1]] = yaml.safe_load(text)
+        try:
+            target[parts[-1]] = yaml.safe_load(text)
+        except (yaml.YAMLError, ValueError) as error:
+            raise ConfigError(f"override {key}: {text!r} is not a YAML value ({' '.join(str(error).split())})") from None
     experiments = data.get("experiments") or {}
     if not isinstance(experiments, dict):
-        raise ConfigError("experiments must be a mapping of names to ensemble settings")
-    data["experiments"] = {name: _merged(data.get("ensemble") or {}, changes or {}) for name, changes in experiments.items()}
-    return build(Config, data)
+        raise ConfigError(f"experiments must be a mapping of names to ensemble settings, got a {_kind(experiments)}")
+    for name, changes in experiments.items():
+        if changes is not None and not isinstance(changes, dict):
+            raise ConfigError(f"experiments.{name} must be a mapping of ensemble keys to change, got a {_kind(changes)}")
+    base = data.get("ensemble") or {}
+    if not isinstance(base, dict):
+        raise ConfigError(f"config.ensemble must be a mapping, got a {_kind(base)}")
+    data["experiments"] = {str(name): _merged(base, changes or {}) for name, changes in experiments.items()}
+    config = build(Config, data)
+    from workflows.validate import validate
+
+    validate(config)
+    return config
+
+
+def _kind(value) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(value),
+                                                                                             type(value).__name__)
 
 
 def _merged(base: dict, changes: dict) -> dict:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from forecast.errors import InputError
+
 
 @dataclass(frozen=True)
 class RankInfo:
@@ -49,8 +51,8 @@ def rank_from_environment(environ=None) -> RankInfo:
             try:
                 info = RankInfo(int(env[rank_key]), int(env[world_key]), int(env.get(local_key, 0)))
             except ValueError:
-                raise ValueError(f"{rank_key}={env[rank_key]!r} / {world_key}={env[world_key]!r} are not integers") from None
+                raise InputError(f"{rank_key}={env[rank_key]!r} / {world_key}={env[world_key]!r} are not integers") from None
             if not 0 <= info.rank < info.world:
-                raise ValueError(f"rank {info.rank} is outside a world of {info.world}")
+                raise InputError(f"rank {info.rank} is outside a world of {info.world}")
             return info
     return RankInfo()

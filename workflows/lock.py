@@ -18,9 +18,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-
-class LockHeld(RuntimeError):
-    """Another process holds the lock; the message says who and since when."""
+from forecast.errors import LockHeld
 
 
 @contextmanager

@@ -8,7 +8,8 @@ One invocation, under an exclusive lock (a second one exits at once, "already ru
    (``mode: local``) or as ``slurm/ensemble.sbatch`` (``mode: slurm``; a job still queued is not
    submitted again);
 3. score every complete cycle whose verification time (start + lead) is covered by the truth and which
-   has no scores yet -- here, or as ``slurm/score.sbatch`` chained with ``--dependency=afterok``;
+   has no complete scores yet (``scores/complete.json``, written last by ``forecast score``; a killed
+   scoring is redone) -- here, or as ``slurm/score.sbatch`` chained with ``--dependency=afterok``;
 4. apply the retention policy: keep the stores of the newest ``keep_cycles`` cycles (scores are kept),
    and the newest ``keep_logs`` log files;
 5. write ``status.json`` (cycle, state, timings, store, scores, jobs, log) atomically, and log to
@@ -32,8 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
+from forecast.errors import ForecastError
 from forecast.files import write_atomic
-from workflows.config import Config, ConfigError, TimeRange
+from workflows.completeness import is_scored
+from workflows.config import Config, ConfigError, TimeRange, expand_workdir
 from workflows.lock import exclusive_lock
 
 log = logging.getLogger(__name__)
@@ -55,7 +58,7 @@ class NightlyRun:
 
 
 def nightly_root(config: Config) -> Path:
-    return Path(config.nightly.root.format(workdir=config.paths.workdir))
+    return Path(expand_workdir(config.nightly.root, config.paths.workdir))
 
 
 def check_settings(config: Config) -> None:
@@ -97,6 +100,8 @@ def run_nightly(config: Config, config_path: str | os.PathLike, overrides=()) ->
 
             run.status["state"] = "interrupted" if isinstance(error, Interrupted) else "failed"
             run.status["error"] = describe(error)
+            if not isinstance(error, (Interrupted, ForecastError, OSError)):  # a bug: its traceback goes to the log
+                log.error("nightly: internal error", exc_info=error)
             raise
         finally:
             run.status["timings"]["total"] = round(time.perf_counter() - began, 2)
@@ -147,7 +152,7 @@ def _cycle(config: Config, config_path: Path, overrides: list, run: NightlyRun) 
 
     folder = cycle_folder(run.root, cycles[-1])
     scores = folder / "scores" / "scores.nc"
-    status.update(store=str(folder / "ensemble.zarr"), scores=str(scores) if scores.is_file() else None, ran=ran,
+    status.update(store=str(folder / "ensemble.zarr"), scores=str(scores) if is_scored(scores.parent) else None, ran=ran,
                   scored=scored, removed=removed, jobs={**{f"ensemble {c}": j for c, j in submitted.items()}, **jobs})
     if submitted or jobs:
         status["state"] = "submitted"
@@ -233,10 +238,10 @@ def _score(config: Config, root: Path, submitted: dict, jobs: dict) -> list[str]
     scored = []
     for folder in sorted(p for p in (root / "cycles").glob("*") if CYCLE_NAME.match(p.name)):
         store, out = folder / "ensemble.zarr", folder / "scores"
-        if (out / "scores.nc").is_file():
+        if is_scored(out):  # the marker `forecast score` writes last; a killed scoring is redone
             continue
         pending_job = submitted.get(folder.name)  # Slurm: the store is written by a queued job
-        if pending_job is None and (not store.exists() or store_state(store) != "done"):
+        if pending_job is None and (not store.exists() or _state_or_warn(store, folder.name) != "done"):
             continue
         if store.exists():
             arrives = verification_arrives(store)
@@ -257,6 +262,18 @@ def _score(config: Config, root: Path, submitted: dict, jobs: dict) -> list[str]
             if job:
                 jobs[f"score {folder.name}"] = job
     return scored
+
+
+def _state_or_warn(store: Path, cycle: str) -> str:
+    """:func:`store_state`, or ``damaged`` (with a warning) for a store that cannot be opened: an old cycle's
+    broken store does not stop the night."""
+    from forecast.store import StoreError
+
+    try:
+        return store_state(store)
+    except StoreError as error:
+        log.warning("nightly: cycle %s: not scored: %s", cycle, error)
+        return "damaged"
 
 
 # -- Slurm ------------------------------------------------------------------------------------------

@@ -23,17 +23,15 @@ log = logging.getLogger(__name__)
 
 # -- planet ---------------------------------------------------------------------------------------
 def planet_config(config: Config):
+    """``planet.settings`` as a ``forecast.data.planet.PlanetConfig``; unknown keys and wrong types are named."""
+    from dataclasses import replace
+
     from forecast.data.planet import PlanetConfig
+    from workflows.config import build
 
-    known = set(PlanetConfig.__dataclass_fields__)
-    unknown = sorted(set(config.planet.settings) - known)
-    if unknown:
-        import difflib
-
-        hint = difflib.get_close_matches(unknown[0], known, n=1, cutoff=0.0)
-        raise ConfigError(f"unknown config key 'planet.settings.{unknown[0]}'" + (f"; did you mean '{hint[0]}'?" if hint else ""))
-    settings = {k: tuple(tuple(x) for x in v) if k == "mountains" else v for k, v in config.planet.settings.items()}
-    return PlanetConfig(**settings)
+    settings = build(PlanetConfig, config.planet.settings, "planet.settings")
+    return replace(settings, mountains=tuple(tuple(m) for m in settings.mountains),
+                   stirring_band=tuple(settings.stirring_band))
 
 
 def make_planet(config: Config) -> tuple[Path, Path]:
@@ -260,11 +258,11 @@ def run_ensemble(config: Config, members: str | None = None, init_times: str | N
         a, b = parse_member_range(init_times, len(engine.init_times), "start date")
         init_indices = range(a, b)
     path = store_path(config, experiment)
-    if not (path / "zarr.json").is_file():  # bad input must not leave a store behind
-        from workflows.preflight import check_initial_states, check_writable
+    from workflows.preflight import check_path_length, check_run
 
-        check_initial_states(engine, init_indices)
-        check_writable(path)
+    check_path_length(path)
+    if not (path / "zarr.json").is_file():  # bad input must not leave a store behind
+        check_run(engine, path, init_indices)
     from workflows.errors import naming
 
     with naming(path):  # a full disk names the store
@@ -283,7 +281,7 @@ IN_PROCESS_BYTES = 2 << 30  # stores with at most this much float32 data score o
 
 def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: str = "", slurm=None, regions=(),
                 chunk_mb: float = 64, worker_memory: str = "", regrid: bool = False, dims: dict | None = None,
-                in_process: bool | None = None) -> Path:
+                in_process: bool | None = None, allow_partial: bool = False) -> Path:
     """Score an ensemble store against the truth on Dask; write ``scores.nc`` and the report.
 
     The truth is a Zarr store or netCDF file in any layout ``forecast run`` reads (the planet's,
@@ -296,20 +294,28 @@ def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: st
     a local cluster of ``workers`` processes (default: one per core); ``in_process`` forces the choice.
     ``regions`` adds user boxes (:class:`forecast.verify.Region`) to the standard four. Progress is a bar on
     a terminal and a log line per finished score otherwise (on the cluster). Store, truth and their fit are
-    checked before anything is written.
+    checked before anything is written. An unfinished store is refused (``StoreError``) unless
+    ``allow_partial``: then the members finished at every start date are scored, and ``scores.nc``
+    (attribute ``partial``) and the report say so.
     """
     from forecast import verify
     from forecast.data import DataError
     from forecast.store import undecodable_named
     from forecast.verify.scores import open_ensemble, open_truth, score_ensemble
     from workflows.cluster import LOCAL_WORKER_MEMORY, dask_client
+    from workflows.completeness import clear_scored, finished_members, mark_scored, select_members
     from workflows.report import write_report
 
+    members, partial = finished_members(store_path, allow_partial)
     out_dir = Path(out_dir)
     forecast = open_ensemble(store_path, chunk_bytes=int(chunk_mb * 2**20), dims=dims)
+    if members is not None:
+        log.warning("score: %s", partial)
+        forecast = select_members(forecast, members)
     lazy = score_ensemble(forecast, open_truth(truth_path), regions=tuple(verify.REGIONS) + tuple(regions),
                           regrid=regrid)
     out_dir.mkdir(parents=True, exist_ok=True)
+    clear_scored(out_dir)
     began = time.perf_counter()
     data_bytes = sum(v.size * 4 for v in forecast.data_vars.values())
     if in_process is None:
@@ -330,27 +336,47 @@ def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: st
 
     scores = with_cf_attributes(plain_strings(scores))
     scores.attrs["maps_init_time"] = np.datetime_as_string(forecast["init_time"].values[0], "h")  # the maps' date
+    if partial:
+        scores.attrs["partial"] = partial
     with atomic_write(out_dir / "scores.nc") as tmp:
         scores.to_netcdf(tmp, encoding=time_encoding(scores))
-    return write_report(scores, out_dir, store_path)
+    report = write_report(scores, out_dir, store_path)
+    mark_scored(out_dir, [p for p in out_dir.iterdir() if p.is_file() and not p.name.startswith(".")
+                          and not p.name.endswith(".partial")])  # last: the whole output is there
+    return report
 
 
-def _compute_with_progress(client, lazy):
-    """Compute every score of ``lazy`` in one graph (shared reads are read once), showing progress."""
-    from distributed import as_completed, progress
+def _compute_with_progress(client, lazy, poll: float = 5.0):
+    """Compute every score of ``lazy`` in one graph (shared reads are read once), showing progress. On Slurm
+    workers, jobs lost mid-way are replaced (:class:`workflows.cluster.LostWorkerJobs`); a task whose workers
+    keep dying is a ``SystemFailure``."""
+    from distributed import progress, wait
+    from distributed.scheduler import KilledWorker
+
+    from forecast.errors import SystemFailure
+    from workflows.cluster import LostWorkerJobs
 
     names = list(lazy.data_vars)
     futures = client.compute([lazy[name] for name in names])
     if sys.stderr.isatty() and log.isEnabledFor(logging.INFO):
         progress(futures)
-    done = 0
-    began = time.perf_counter()
-    for _ in as_completed(futures):
-        done += 1
+    watch = LostWorkerJobs(client)
+    pending, done, began = set(futures), 0, time.perf_counter()
+    while pending:
+        try:
+            finished, pending = wait(pending, timeout=poll, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            watch.check()
+            continue
+        done += len(finished)
         log.info("score: %d/%d scores done (%.0f s)", done, len(names), time.perf_counter() - began)
     result = lazy.copy()
-    for name, future in zip(names, futures):
-        result[name] = future.result()
+    try:
+        for name, future in zip(names, futures):
+            result[name] = future.result()
+    except KilledWorker as error:
+        raise SystemFailure(f"Dask workers died computing the scores ({error}); out of memory? "
+                            "Give workers more memory (--worker-memory, --slurm-memory) and rerun") from None
     return result.compute()
 
 

@@ -148,6 +148,7 @@ def write_report(scores, out_dir, store_path=None) -> Path:
         "# Ensemble verification report",
         "",
         f"Store: `{store_path}`  " if store_path else "",
+        f"**Unfinished store**: {scores.attrs['partial']}.  " if scores.attrs.get("partial") else None,
         f"Members: {scores.attrs.get('members')}, start dates: {scores.attrs.get('init_times')}; scores averaged over "
         f"{scores.attrs.get('averaged_over')}. CRPS is the fair estimator (Ferro 2014) unless marked standard; the "
         "spread-skill ratio includes the sqrt((M+1)/M) factor; for several checkpoints the grouped consistency "

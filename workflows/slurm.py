@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from forecast.errors import InputError, SystemFailure
+
 log = logging.getLogger(__name__)
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -20,14 +22,14 @@ ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEU
           "SUSPENDED", "STAGE_OUT", "SIGNALING")
 
 
-class SlurmError(OSError):
+class SlurmError(SystemFailure):
     """``sbatch`` or ``squeue`` failed or is missing."""
 
 
 def scripts_folder(configured: str = "") -> Path:
     folder = Path(configured) if configured else REPOSITORY / "slurm"
     if not (folder / "ensemble.sbatch").is_file():
-        raise FileNotFoundError(f"no sbatch scripts in {folder} (nightly.slurm.scripts)")
+        raise InputError(f"no sbatch scripts in {folder} (nightly.slurm.scripts)")
     return folder
 
 
@@ -36,7 +38,7 @@ def check_options(options, where: str) -> list[str]:
     options = [str(o) for o in options]
     for option in options:
         if not option.startswith("--") or option.startswith("--wrap"):
-            raise ValueError(f"{where}: {option!r} is not an sbatch option of the form --name=value (--wrap is refused)")
+            raise InputError(f"{where}: {option!r} is not an sbatch option of the form --name=value (--wrap is refused)")
     return options
 
 

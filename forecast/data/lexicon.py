@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 
 from forecast.channels import channel_attrs
+from forecast.errors import InputError
 
 #: standard gravity (m s-2), WMO: geopotential = G0 x geopotential height
 G0 = 9.80665
@@ -96,7 +97,7 @@ def candidate_variables(channel: str, layout: str = "auto") -> list[tuple[str, b
     """
     layouts = [l for l in LAYOUTS if l != "system"] if layout == "auto" else [layout]
     if layout not in LAYOUTS and layout != "auto":
-        raise ValueError(f"unknown ERA5 layout {layout!r}; expected 'auto' or one of {LAYOUTS}")
+        raise InputError(f"unknown ERA5 layout {layout!r}; expected 'auto' or one of {LAYOUTS}")
     names: list[tuple[str, bool]] = []
     level = split_level(channel)
     for l in layouts:
@@ -186,7 +187,7 @@ def units_conversion(channel: str, units: str | None, is_height: bool = False) -
         return Conversion()
     conversion = table.get(_normalise_units(str(units)))
     if conversion is None:
-        raise ValueError(f"channel {channel} needs {ours}; the file's variable has units {units!r}, which this "
+        raise InputError(f"channel {channel} needs {ours}; the file's variable has units {units!r}, which this "
                          f"reader cannot convert (known: {sorted(table)})")
     return conversion
 

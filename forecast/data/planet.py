@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from forecast.errors import InputError
 from forecast.grid import Grid
 from forecast.hashing import derived_seed
 
@@ -94,7 +95,7 @@ class PlanetSolver(torch.nn.Module):
 
         self.config = c = config
         if c.truncation > c.solver_nlat or c.truncation > c.solver_nlon // 2:
-            raise ValueError(f"truncation {c.truncation} too high for a {c.solver_nlat}x{c.solver_nlon} Gauss solver grid")
+            raise InputError(f"truncation {c.truncation} too high for a {c.solver_nlat}x{c.solver_nlon} Gauss solver grid")
         out_lmax = min(c.truncation, (c.nlat + 1) // 2, c.nlon // 2)
         self.swe = ShallowWaterSolver(
             c.solver_nlat, c.solver_nlon, c.solver_dt, lmax=c.truncation, mmax=c.truncation,
@@ -225,7 +226,7 @@ def nature_run(config: PlanetConfig, start: np.datetime64, n_times: int, spinup_
     generator = torch.Generator().manual_seed(seed)
     steps_per_output = round(config.output_hours * HOUR / config.solver_dt)
     if abs(steps_per_output * config.solver_dt - config.output_hours * HOUR) > 1e-6:
-        raise ValueError(f"solver_dt {config.solver_dt} s does not divide the {config.output_hours} h output step")
+        raise InputError(f"solver_dt {config.solver_dt} s does not divide the {config.output_hours} h output step")
     with torch.no_grad():
         spec = solver.initial_state(generator)
         interval = config.output_hours * HOUR

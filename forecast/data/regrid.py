@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from forecast.errors import InputError
+
 METHODS = ("auto", "bilinear", "conservative")
 
 
@@ -106,13 +108,13 @@ class Regridder:
 
     def __init__(self, src_lat, src_lon, dst_lat, dst_lon, method: str = "auto"):
         if method not in METHODS:
-            raise ValueError(f"regridding method must be one of {METHODS}, got {method!r}")
+            raise InputError(f"regridding method must be one of {METHODS}, got {method!r}")
         src_lat, src_lon = np.asarray(src_lat, float), np.asarray(src_lon, float)
         dst_lat, dst_lon = np.asarray(dst_lat, float), np.asarray(dst_lon, float)
         if np.any(np.diff(src_lat) >= 0) or np.any(np.diff(dst_lat) >= 0):
-            raise ValueError("regridding needs latitudes ordered north to south")
+            raise InputError("regridding needs latitudes ordered north to south")
         if np.any(np.diff(src_lon) <= 0) or np.any(np.diff(dst_lon) <= 0):
-            raise ValueError("regridding needs longitudes ascending")
+            raise InputError("regridding needs longitudes ascending")
         if method == "auto":
             coarser = len(dst_lat) < len(src_lat) and len(dst_lon) < len(src_lon)
             method = "conservative" if coarser else "bilinear"

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from forecast.errors import InputError
 from forecast.grid import Grid
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """Input data that cannot be used: missing channels or times, wrong grid, non-finite values."""
 
 
@@ -60,6 +61,12 @@ class Source:
         if explained:
             more = f" (and {len(explained) - 1} more missing channel(s): {missing})" if len(missing) > 1 else ""
             raise DataError(explained[0] + more)
+        misshapen = [c for c in missing if c in self.dataset.data_vars]
+        if misshapen:
+            da = self.dataset[misshapen[0]]
+            extra = [f"'{d}' of size {da.sizes[d]}" for d in da.dims if d not in ("time", "lat", "lon")]
+            raise DataError(f"{self.name}: channel {misshapen[0]} has dimensions {da.dims}, not ('time', 'lat', 'lon')"
+                            + (f": extra dimension {', '.join(extra)}" if extra else ""))
         if missing:
             from forecast.data.lexicon import describe, is_known_channel
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from forecast.errors import InputError
+
 
 # -- area weights -----------------------------------------------------------------------------------
 def latitude_weights(lat) -> np.ndarray:
@@ -66,7 +68,7 @@ class Region:
     def box(cls, name: str, south: float, north: float, west: float, east: float) -> "Region":
         """A user box; longitudes may be given in -180..180 or 0..360."""
         if south >= north:
-            raise ValueError(f"region {name!r}: south ({south}) must be below north ({north})")
+            raise InputError(f"region {name!r}: south ({south}) must be below north ({north})")
         return cls(name, (float(south), float(north)), (float(west) % 360.0, float(east) % 360.0))
 
     @classmethod
@@ -74,11 +76,11 @@ class Region:
         """``NAME:SOUTH:NORTH:WEST:EAST`` (degrees), e.g. ``europe:35:70:-10:30``."""
         parts = text.split(":")
         if len(parts) != 5:
-            raise ValueError(f"region {text!r} must read NAME:SOUTH:NORTH:WEST:EAST (degrees)")
+            raise InputError(f"region {text!r} must read NAME:SOUTH:NORTH:WEST:EAST (degrees)")
         try:
             south, north, west, east = (float(p) for p in parts[1:])
         except ValueError:
-            raise ValueError(f"region {text!r}: the bounds must be numbers") from None
+            raise InputError(f"region {text!r}: the bounds must be numbers") from None
         return cls.box(parts[0], south, north, west, east)
 
     def mask(self, lat, lon=None) -> xr.DataArray:
@@ -179,7 +181,7 @@ def _as_regions(regions):
         raise ValueError("regions must be a Region or a non-empty sequence of Region")
     names = [r.name for r in regions]
     if len(set(names)) != len(names):
-        raise ValueError(f"region names must be unique, got {names}")
+        raise InputError(f"region names must be unique, got {names}")
     return regions
 
 

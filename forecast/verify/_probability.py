@@ -17,10 +17,16 @@ def _event(values, threshold, above: bool):
 
 
 def _probability(forecast, threshold, member_dim, above):
-    """Fraction of the non-NaN members beyond the threshold; NaN where every member is NaN."""
+    """Fraction of the non-NaN members beyond the threshold; NaN where every member is NaN or the threshold
+    is NaN (an event defined from a truth with no values has no probability, rather than 0)."""
     valid = forecast.count(member_dim)
     hits = (forecast > threshold if above else forecast < threshold).sum(member_dim)
-    return (hits / valid).where(valid > 0)
+    probability = (hits / valid).where(valid > 0)
+    if isinstance(threshold, xr.DataArray):
+        return probability.where(threshold.notnull())
+    if np.ndim(threshold) == 0 and np.isnan(threshold):
+        return xr.full_like(probability, np.nan, dtype=float)
+    return probability
 
 
 def exceedance_probability(forecast, threshold, member_dim: str = "member", above: bool = True, dim=None,
@@ -35,6 +41,8 @@ def exceedance_probability(forecast, threshold, member_dim: str = "member", abov
     >>> f = xr.DataArray([[0.0, 1.0, 2.0, 3.0]], dims=("x", "member"))
     >>> float(exceedance_probability(f, 1.5)[0]), float(exceedance_probability(f, 1.5, above=False)[0])
     (0.5, 0.5)
+    >>> float(exceedance_probability(f, xr.DataArray([np.nan], dims="x"))[0])  # no threshold, no probability
+    nan
     """
     check(forecast, None, member_dim)
     return reduce_mean(_probability(forecast, threshold, member_dim, above), dim, regions)

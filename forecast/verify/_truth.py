@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from forecast.errors import InputError
+
 log = logging.getLogger(__name__)
 
 #: the system's forecast dimensions (the roles ``dims`` may rename)
@@ -57,7 +59,7 @@ def parse_dims(text: str | None) -> dict:
         role, _, name = item.partition("=")
         role, name = role.strip(), name.strip()
         if not name or role not in FORECAST_DIMS:
-            raise ValueError(f"dimension name {item!r} must read ROLE=NAME with ROLE one of {list(FORECAST_DIMS)}")
+            raise InputError(f"dimension name {item!r} must read ROLE=NAME with ROLE one of {list(FORECAST_DIMS)}")
         dims[role] = name
     return dims
 
@@ -66,7 +68,7 @@ def forecast_renames(dims_present, dims: dict | None = None, required=FORECAST_D
     """``{their name: the system's name}`` for a forecast with dimensions ``dims_present``.
 
     ``dims`` maps roles (:data:`FORECAST_DIMS`) to the forecast's names; ``latitude``/``longitude``
-    are found without it. Raises ``ValueError`` naming a ``required`` role (or one named in ``dims``)
+    are found without it. Raises ``InputError`` naming a ``required`` role (or one named in ``dims``)
     the forecast lacks.
 
     >>> forecast_renames(["ensemble", "time", "lead_time", "lat", "lon"], {"member": "ensemble", "init_time": "time"})
@@ -75,7 +77,7 @@ def forecast_renames(dims_present, dims: dict | None = None, required=FORECAST_D
     dims = dict(dims or {})
     unknown = sorted(set(dims) - set(FORECAST_DIMS))
     if unknown:
-        raise ValueError(f"unknown forecast dimension role {unknown[0]!r}; roles are {list(FORECAST_DIMS)}")
+        raise InputError(f"unknown forecast dimension role {unknown[0]!r}; roles are {list(FORECAST_DIMS)}")
     present = list(dims_present)
     for role in ("lat", "lon"):
         if role not in dims and role not in present:
@@ -87,7 +89,7 @@ def forecast_renames(dims_present, dims: dict | None = None, required=FORECAST_D
               for role in FORECAST_DIMS for name in [dims.get(role, role)]
               if name not in present and (role in required or role in dims)]
     if absent:
-        raise ValueError(f"the forecast has no dimension for {', '.join(absent)} (its dimensions: {present}); "
+        raise InputError(f"the forecast has no dimension for {', '.join(absent)} (its dimensions: {present}); "
                          "name them (--dims, or dims=), e.g. member=ensemble,init_time=time")
     return renames
 

@@ -22,6 +22,7 @@ import xarray as xr
 
 from forecast import verify
 from forecast.cf import plain_strings
+from forecast.errors import InputError
 from forecast.store import StoreSchema
 
 log = logging.getLogger(__name__)
@@ -235,7 +236,7 @@ def scoring_truth(forecast: xr.Dataset, truth: xr.Dataset, regrid: bool = False,
     order = list(schema.channels if schema else ()) + sorted(fields)  # the model's order first
     channels = [c for c in dict.fromkeys(order) if c in fields]
     if not channels:
-        raise ValueError(f"the forecast has no field with dimensions member, init_time, lead_time, lat, lon "
+        raise InputError(f"the forecast has no field with dimensions member, init_time, lead_time, lat, lon "
                          f"(variables {list(forecast.data_vars)})")
     on_grid = verify.forecast_truth(forecast[channels], truth, regrid, name)
     channels = [c for c in channels if c in on_grid.data_vars]
@@ -262,6 +263,7 @@ def score_ensemble(forecast: xr.Dataset, truth: xr.Dataset, dims=SCORE_DIMS, reg
     forecast's (refused otherwise).
     """
     channels, aligned, truth = scoring_truth(forecast, truth, regrid)
+    schema = _schema(forecast)
     dims = list(dims)
     control = control_member(forecast)
     m = forecast.sizes["member"]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from forecast.store import StoreError
 from workflows.recipes import build_engine
 
 
@@ -78,5 +79,5 @@ def test_interrupted_run_resumes_to_the_same_store(full_run, tiny_world, tmp_pat
 def test_existing_store_with_another_schema_is_refused(full_run, tiny_world):
     _, path = full_run
     other = replace(tiny_world, ensemble=replace(tiny_world.ensemble, seed=99))
-    with pytest.raises(ValueError, match="another schema"):
+    with pytest.raises(StoreError, match="another schema"):
         build_engine(other).create_store(path)

@@ -24,6 +24,16 @@ class SlurmUnavailable(RuntimeError):
     """The machine cannot run a local Slurm (not root, or the packages are missing)."""
 
 
+def unavailable_reason() -> str | None:
+    """Why this machine cannot run a local Slurm (packages missing, not root), or ``None`` when it can."""
+    missing = [name for name in DAEMONS if shutil.which(name) is None and not Path("/usr/sbin", name).exists()]
+    if missing:
+        return f"missing {missing}: apt-get install slurm-wlm munge"
+    if os.geteuid() != 0:
+        return "slurmd needs root"
+    return None
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -47,11 +57,9 @@ class LocalSlurm:
     def __init__(self, root: str | os.PathLike | None = None, gpus: int = 2):
         if not 0 <= gpus <= 5:
             raise ValueError(f"between 0 and 5 fake GPUs, got {gpus}")
-        missing = [name for name in DAEMONS if shutil.which(name) is None and not Path("/usr/sbin", name).exists()]
-        if missing:
-            raise SlurmUnavailable(f"missing {missing}: apt-get install slurm-wlm munge")
-        if os.geteuid() != 0:
-            raise SlurmUnavailable("slurmd needs root")
+        reason = unavailable_reason()
+        if reason:
+            raise SlurmUnavailable(reason)
         # munged insists that every folder above its socket is executable by all
         self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="forecast-slurm-", dir="/tmp"))
         self.root.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
-"""The bad-input battery: each case ends in one clear line on stderr, a non-zero exit code, and no output
-that a later run would trust (no store, or a store with no member marked done, or -- for damaged
-stores -- a check that names the piece and can mark it for recomputation).
+"""The bad-input battery: each case ends in one clear line on stderr naming the key or file, the exit code of
+its kind (2 bad input, 3 store, 5 system; 1 only for a bug), and nothing left behind: no store (every check
+runs before the first write), so the corrected run then simply runs. Damaged stores end in a check that names
+the piece and can mark it for recomputation.
 
 Every command is a separate process (``tests/cli_process.py``) run with ``-q``, so stderr holds nothing
 but the error.
@@ -35,16 +36,6 @@ def assert_one_line_error(result, code, *words):
     for word in words:
         assert word in lines[0], (word, lines[0])
     assert "Traceback" not in result.stderr
-
-
-def assert_nothing_trusted(store: Path, bad_members=None):
-    """Either no store, or one in which no member of ``bad_members`` (default: any) is marked done and
-    every member that is marked done holds the values its checksums promise."""
-    if store.exists():
-        opened = EnsembleStore.open(store)
-        done = opened.done[:]
-        assert not done[:, slice(None) if bad_members is None else bad_members].any()
-        assert not [p for p in opened.problems() if p.damaged]
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +115,7 @@ def test_truncated_checkpoint(tiny_world, forecast_processes, checkpoints, tmp_p
     store = tmp_path / "s.zarr"
     result = run(forecast_processes, tiny_world, store, f"paths.checkpoints={checkpoints}")
     assert_one_line_error(result, 2, "sfno-1", "truncated or altered")
-    assert_nothing_trusted(store, bad_members=slice(5, 9))  # sfno-0's members (0:5) are fine and may be done
+    assert not store.exists()  # every checkpoint is checked before the store is created
 
 
 class Exploit:
@@ -151,7 +142,7 @@ def test_checkpoint_with_a_pickled_object(tiny_world, forecast_processes, checkp
     result = run(forecast_processes, tiny_world, store, f"paths.checkpoints={checkpoints}")
     assert_one_line_error(result, 2, "sfno-0", "not a readable safetensors file")
     assert not marker.exists()
-    assert_nothing_trusted(store)
+    assert not store.exists()
 
 
 def test_card_that_disagrees_with_the_weights(tiny_world, forecast_processes, checkpoints, tmp_path):
@@ -162,7 +153,7 @@ def test_card_that_disagrees_with_the_weights(tiny_world, forecast_processes, ch
     store = tmp_path / "s.zarr"
     result = run(forecast_processes, tiny_world, store, f"paths.checkpoints={checkpoints}")
     assert_one_line_error(result, 2, "sfno-0", "card and weights disagree")
-    assert_nothing_trusted(store)
+    assert not store.exists()
 
 
 # -- configuration and command line -------------------------------------------------------------------
@@ -201,6 +192,7 @@ def test_existing_store_with_another_schema(tiny_world, forecast_processes, comp
     assert {p: p.read_bytes() for p in store.rglob("*") if p.is_file()} == before  # untouched
 
 
+@pytest.mark.system
 def test_read_only_output_folder(tiny_world, forecast_processes, tmp_path):
     with tmpfs(tmp_path / "ro", "1m", read_only=True) as folder:
         result = run(forecast_processes, tiny_world, folder / "s.zarr")
@@ -233,3 +225,172 @@ def test_corrupted_chunk_is_named_by_check_and_repaired_by_a_rerun(tiny_world, f
     assert forecast_processes.run("-q", "check", store).returncode == 0
     a, b = xr.open_zarr(complete_store, consolidated=False), xr.open_zarr(store, consolidated=False)
     assert all(np.array_equal(a[name].values, b[name].values) for name in a.data_vars)
+
+
+# -- settings: refused when the config is read, naming the key --------------------------------------
+BAD_SETTINGS = {
+    "ensemble.perturbation.cycles=-1": "ensemble.perturbation.cycles must be at least 1, got -1",
+    "ensemble.perturbation.length_scale_km=-5": "ensemble.perturbation.length_scale_km must be positive",
+    "ensemble.device=tpu": "ensemble.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'",
+    "ensemble.batch_size=true": "ensemble.batch_size must be a positive integer or 'auto', got True",
+    "paths.store=": "paths.store is empty",
+    "planet.days=-1": "planet.days must be positive, got -1",
+    "ensemble.init_times.stop='2000-02-30T00'": "ensemble.init_times.stop='2000-02-30T00' is not a date",
+    "ensemble.init_times.start=2000-13-01": "override ensemble.init_times.start",
+    "planet.settings.truncation=ten": "planet.settings.truncation must be an integer, got 'ten'",
+    "planet.settings.mountains=[[40, 100]]": "planet.settings.mountains[0] must be [latitude, longitude",
+    "experiments=[wide, narrow]": "experiments must be a mapping of names to ensemble settings, got a list",
+    "experiments={wide: [1, 2]}": "experiments.wide must be a mapping of ensemble keys to change, got a list",
+}
+
+
+def test_bad_settings_name_their_key_and_leave_nothing_then_the_corrected_run_runs(tiny_world, forecast_processes,
+                                                                                    tmp_path):
+    store = tmp_path / "s.zarr"
+    for setting, message in BAD_SETTINGS.items():
+        result = forecast_processes.run("-q", "run", TINY, "--workdir", tiny_world.paths.workdir, f"paths.store={store}",
+                                        setting, cwd=tmp_path)
+        assert_one_line_error(result, 2, message)
+        assert sorted(p.name for p in tmp_path.iterdir()) == [], setting  # no store, no folder named 'None'
+    assert run(forecast_processes, tiny_world, store).returncode == 0
+    assert (store / "zarr.json").is_file()
+
+
+@pytest.mark.parametrize("text, kind", [("- paths\n- ensemble\n", "list"), ("just words\n", "string")])
+def test_config_file_that_is_not_a_mapping(tiny_world, forecast_processes, tmp_path, text, kind):
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    result = forecast_processes.run("-q", "run", config, "--workdir", tiny_world.paths.workdir)
+    assert_one_line_error(result, 2, f"config file {config} must hold a mapping of sections", f"got a {kind}")
+
+
+def test_braces_in_a_path_are_part_of_the_path(tiny_world, forecast_processes, tmp_path):
+    store = tmp_path / "run {x}" / "s{0}.zarr"  # only {workdir} is replaced (not str.format)
+    assert run(forecast_processes, tiny_world, store, "ensemble.init_times.stop=2000-01-22T00",
+               "ensemble.members_per_checkpoint=2").returncode == 0
+    assert (tmp_path / "run {x}" / "s{0}.zarr" / "zarr.json").is_file()
+
+
+def test_path_too_long_for_the_file_system_leaves_no_folders(tiny_world, forecast_processes, tmp_path):
+    store = tmp_path.joinpath(*["d" * 200] * 20, "s.zarr")  # 4,000 characters: each name fits, the whole does not
+    result = run(forecast_processes, tiny_world, store)
+    assert_one_line_error(result, 2, "output path", "too long")
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- input data beyond the settings --------------------------------------------------------------------
+def test_values_outside_the_physical_range(tiny_world, forecast_processes, analyses, tmp_path):
+    ds = analyses.copy(deep=True)
+    at = {"time": np.datetime64("2000-01-22T00")}
+    ds["tcwv"].loc[at] = ds["tcwv"].loc[at].where(ds["lon"] != ds["lon"][2], -3.0)  # water vapour below zero
+    store = tmp_path / "s.zarr"
+    result = run(forecast_processes, tiny_world, store, bad_analyses(ds, tmp_path / "a.zarr"))
+    assert_one_line_error(result, 2, "initial state at 2000-01-22T00:00", "tcwv has 17 value(s) outside its physical range")
+    assert not store.exists()
+
+
+def test_corrupt_values_in_the_breeding_analyses(tiny_world, forecast_processes, analyses, tmp_path):
+    ds = analyses.copy(deep=True)
+    at = {"time": np.datetime64("2000-01-21T18")}  # the last breeding cycle before the first start date
+    ds["z500"].loc[at] = ds["z500"].loc[at].where(ds["lat"] != ds["lat"][8], 3e35)  # what 16 zeroed bytes gave
+    store = tmp_path / "s.zarr"
+    result = run(forecast_processes, tiny_world, store, bad_analyses(ds, tmp_path / "a.zarr"))
+    assert_one_line_error(result, 2, "analyses before 2000-01-22T00:00 used for breeding", "z500", "physical range")
+    assert not store.exists()
+
+
+def test_truncated_analysis_chunk(tiny_world, forecast_processes, analyses, tmp_path):
+    path = tmp_path / "a.zarr"
+    override = bad_analyses(analyses, path)
+    index = int(np.searchsorted(analyses["time"].values, np.datetime64("2000-01-22T00")))
+    chunk = path / "u500" / "c" / str(index // analyses["u500"].encoding["chunks"][0]) / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
+    store = tmp_path / "s.zarr"
+    result = run(forecast_processes, tiny_world, store, override)
+    assert_one_line_error(result, 2, f"chunk file {chunk} cannot be decoded")
+    assert not store.exists()
+
+
+def test_extra_size_one_dimension_is_named_not_called_missing(tiny_world, forecast_processes, analyses, tmp_path):
+    ds = analyses.copy()
+    ds["z500"] = ds["z500"].expand_dims(step=[0], axis=1)
+    store = tmp_path / "s.zarr"
+    result = run(forecast_processes, tiny_world, store, bad_analyses(ds, tmp_path / "a.zarr"))
+    assert_one_line_error(result, 2, "channel z500 has dimensions", "extra dimension 'step' of size 1")
+    assert "missing" not in result.stderr
+    assert not store.exists()
+
+
+def test_corrupt_skill_file_is_named(tiny_world, forecast_processes, checkpoints, tmp_path):
+    (checkpoints / "sfno-1" / "skill.json").write_text('{"rmse": {"z500": 1')
+    store = tmp_path / "s.zarr"
+    result = run(forecast_processes, tiny_world, store, f"paths.checkpoints={checkpoints}")
+    assert_one_line_error(result, 2, str(checkpoints / "sfno-1" / "skill.json"), "not a skill file")
+    assert not store.exists()
+
+
+# -- scoring ------------------------------------------------------------------------------------------
+def score(processes, world, store, out, *extra):
+    return processes.run("-q", "score", store, "--truth", world.paths.resolve("nature"), "--out", out, "--workers", "1",
+                         *extra)
+
+
+def test_scoring_a_dataset_that_is_not_an_ensemble(tiny_world, forecast_processes, tmp_path):
+    nature = tiny_world.paths.resolve("nature")
+    result = score(forecast_processes, tiny_world, nature, tmp_path / "scores")
+    assert_one_line_error(result, 3, f"{nature}: the forecast has no dimension for 'member'", "--dims")
+    assert not (tmp_path / "scores").exists()
+
+
+def test_scoring_a_partial_store_is_refused_unless_allowed(tiny_world, forecast_processes, tmp_path):
+    store = tmp_path / "s.zarr"
+    assert run(forecast_processes, tiny_world, store, "--members", "0:4").returncode == 0  # 4 of 9 members
+    result = score(forecast_processes, tiny_world, store, tmp_path / "refused")
+    assert_one_line_error(result, 3, f"{store} is unfinished", "2000-01-22T00: 5 of 9", "2000-01-24T00: 5 of 9",
+                          "--allow-partial")
+    assert not (tmp_path / "refused").exists()
+
+    allowed = score(forecast_processes, tiny_world, store, tmp_path / "partial", "--allow-partial")
+    assert allowed.returncode == 0, allowed.stderr
+    scores = xr.open_dataset(tmp_path / "partial" / "scores.nc")
+    assert scores.attrs["members"] == 4 and "4 of 9 members scored" in scores.attrs["partial"]
+    report = (tmp_path / "partial" / "report.md").read_text()
+    assert "Unfinished store" in report and "4 of 9 members scored" in report and "Members: 4," in report
+
+
+# -- the error policy ---------------------------------------------------------------------------------
+def test_a_bug_is_an_internal_error_with_its_traceback_kept(monkeypatch, capsys, tmp_path):
+    import tempfile
+
+    from workflows import cli
+
+    def buggy(*args, **kwargs):  # a builtin ValueError from deep inside is a bug, not bad input
+        raise ValueError("setting an array element with a sequence")
+
+    monkeypatch.setattr("workflows.recipes.run_ensemble", buggy)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert cli.main(["-q", "run", TINY]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("forecast: internal error (a bug; traceback in "), lines
+    assert lines[0].endswith("): ValueError: setting an array element with a sequence")
+    kept = Path(lines[0].split("traceback in ")[1].split("): ")[0])
+    assert kept.parent.parent == tmp_path and "Traceback" in kept.read_text() and "in buggy" in kept.read_text()
+    assert cli.main(["-q", "--debug", "run", TINY]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "in buggy" in err
+
+
+def test_an_all_nan_truth_channel_gives_no_exceedance_maps_not_zero():
+    import warnings
+
+    from forecast.verify.mock import mock_ensemble
+    from forecast.verify.scores import score_ensemble
+
+    forecast, truth = mock_ensemble(members=6, leads=2)
+    truth["t2m"] = truth["t2m"] * np.nan  # a channel the truth does not have
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices
+        scores = score_ensemble(forecast, truth).compute()
+    maps = scores["exceedance_probability_map"]
+    assert maps.sel(channel="t2m").isnull().all()
+    assert maps.sel(channel="z500").notnull().all() and float(maps.sel(channel="z500").max()) > 0

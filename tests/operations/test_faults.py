@@ -101,6 +101,7 @@ def test_sigterm_stops_cleanly_with_exit_code_7_and_the_rerun_resumes(tiny_world
     assert_identical(path, reference_path)
 
 
+@pytest.mark.system
 def test_disk_full_fails_cleanly_and_resumes_once_there_is_space(tiny_world, forecast_processes, reference, tmp_path):
     """A real full file system: a 400 KiB tmpfs holds the store's metadata but not all of its values."""
     reference_path, _ = reference

@@ -70,6 +70,15 @@ def test_two_at_once_one_runs_the_other_exits_already_running_and_a_rerun_does_n
     assert status(root)["state"] == "nothing-to-do"
     assert {p: p.stat().st_mtime_ns for p in store.parent.rglob("*") if p.is_file()} == files
 
+    # a scoring killed after scores.nc but before the report and its marker: the next night scores again
+    scores = store.parent / "scores"
+    (scores / "complete.json").unlink()
+    (scores / "report.md").unlink()
+    redo = forecast_processes.run(*nightly(tiny_world, root))
+    assert redo.returncode == 0, redo.stderr
+    assert redo.stdout.startswith(f"nightly: cycle {CYCLE}: ran nothing, scored ['{CYCLE}']")
+    assert (scores / "report.md").is_file() and json.loads((scores / "complete.json").read_text())["files"]
+
 
 def test_a_failed_nightly_says_why_in_one_line_and_in_its_status(tiny_world, forecast_processes, tmp_path):
     root = tmp_path / "nightly"
