@@ -1,6 +1,6 @@
 """Every check before a run creates its store, so that bad input leaves nothing behind.
 
-Settings are checked when the config is read (``workflows.validate``); the engine refuses missing
+Settings are checked when the config is read (``workflows.config.validate``); the engine refuses missing
 channels, a wrong grid and start dates outside the data when it is built. :func:`check_run` adds what the
 run would otherwise meet only after the store exists:
 
