@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ensembles.perturb import BredVector, SphericalGaussian, non_negative_floor
-from ensembles.plan import MemberPlan
+from ensembles.plan import METHODS, MemberPlan
 from ensembles.ranks import split_windows
 from ensembles.seeds import member_generator, member_seed
 from ensembles.stats import EnsembleAccumulator, StatisticsSpec, finalise_statistics
@@ -42,7 +42,6 @@ from models.checkpoint import load_checkpoint, read_card
 
 log = logging.getLogger(__name__)
 
-METHODS = ("bred_vector", "gaussian", "none")
 
 
 @dataclass(frozen=True)

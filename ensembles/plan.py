@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 from forecast.errors import InputError
 
+METHODS = ("bred_vector", "gaussian", "none")  # initial-condition perturbation methods
+
 PERTURBATIONS = ("paired", "single", "none")
 
 

@@ -468,7 +468,8 @@ def _planet(config: Config) -> None:
 def _train(t: TrainSection, where: str) -> None:
     if t.model not in MODEL_FAMILIES:
         raise ConfigError(f"{where}.model must be one of {MODEL_FAMILIES}, got {t.model!r}")
-    for key in ("checkpoints", "steps", "batch_size", "rollout_steps"):
+    _at_least(t.checkpoints, 0, f"{where}.checkpoints")  # 0: train only the extra models
+    for key in ("steps", "batch_size", "rollout_steps"):
         _at_least(getattr(t, key), 1, f"{where}.{key}")
     _positive(t.learning_rate, f"{where}.learning_rate")
     _at_least(t.processes, 0, f"{where}.processes")
@@ -486,7 +487,7 @@ def _ensemble(e: EnsembleSection, where: str) -> None:
     _at_least(e.writer_threads, 1, f"{where}.writer_threads")
     e.init_times.times(f"{where}.init_times")
     p, key = e.perturbation, f"{where}.perturbation"
-    from ensembles.engine import METHODS
+    from ensembles.plan import METHODS  # no torch: the config is read before any heavy import
 
     if p.method not in METHODS:
         raise ConfigError(f"{key}.method must be one of {METHODS}, got {p.method!r}")
