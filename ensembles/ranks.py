@@ -7,6 +7,8 @@ writes only those shards. The rank itself is read from the launcher's environmen
 
 from __future__ import annotations
 
+from forecast.errors import InputError
+
 
 def split_windows(windows: list, world: int) -> list[list]:
     """Contiguous, balanced runs of ``windows`` for ``world`` ranks (a rank may get none).

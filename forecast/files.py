@@ -43,7 +43,10 @@ def _sync(path: Path) -> None:
         flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
     else:
         flags = os.O_RDONLY
-    fd = os.open(path, flags)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:  # a writer's own temporary file, renamed since the folder was listed
+        return
     try:
         os.fsync(fd)
     finally:
