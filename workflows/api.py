@@ -1,8 +1,11 @@
 """The Python way in: run an ensemble from a notebook and get the opened store back.
 
->>> import workflows                                              # doctest: +SKIP
->>> ds = workflows.run("tiny", workdir="tiny-output", prepare=True, ensemble__batch_size=4)  # doctest: +SKIP
->>> ds["z500"].sel(lat=52.5, lon=13.4, method="nearest").mean("member")   # doctest: +SKIP
+Example (minutes on a laptop: it trains the tiny world first; ``tests/workflows/test_python_api.py`` runs
+``workflows.run`` on a prepared tiny world)::
+
+    import workflows
+    ds = workflows.run("tiny", workdir="tiny-output", prepare=True, ensemble__batch_size=4)
+    ds["z500"].sel(lat=52.5, lon=13.4, method="nearest").mean("member")
 
 ``forecast`` (the library) never imports ``workflows``; this module may import everything.
 """
