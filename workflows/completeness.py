@@ -70,7 +70,7 @@ def mark_scored(out_dir, files) -> Path:
     from forecast.files import write_atomic
 
     out_dir = Path(out_dir)
-    names = sorted(str(Path(f).relative_to(out_dir)) if Path(f).is_absolute() else str(f) for f in files)
+    names = sorted(str(Path(f).relative_to(out_dir)) if Path(f).is_relative_to(out_dir) else str(f) for f in files)
     missing = [n for n in names if not (out_dir / n).is_file()]
     if missing:
         raise StoreError(f"{out_dir}: score output incomplete, missing {missing}")
