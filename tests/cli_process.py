@@ -36,6 +36,16 @@ class Result:
         return [line for line in self.stderr.splitlines() if line.strip()]
 
 
+def assert_one_line_error(result: Result, code: int, *words: str) -> None:
+    """``result`` failed with exit ``code`` and one ``forecast: error:`` line holding every word, no traceback."""
+    lines = result.error_lines
+    assert result.returncode == code, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("forecast: error: "), result.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert "Traceback" not in result.stderr
+
+
 class Running:
     """A started command: ``kill()`` (SIGKILL by default), ``wait()`` -> :class:`Result`."""
 

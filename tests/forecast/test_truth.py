@@ -17,6 +17,7 @@ from forecast.data import DataError
 from forecast.data.lexicon import G0
 from forecast.verify.mock import mock_ensemble
 from forecast.data.regrid import Regridder
+from tests.cli_process import assert_one_line_error
 from workflows.config import bundled_config
 
 TINY = str(bundled_config("tiny"))
@@ -185,14 +186,6 @@ def test_foreign_forecast_dimension_names(mock):
 
 
 # -- the command line on the planet's own ensemble store ----------------------------------------------
-def assert_one_line_error(result, code, *words):
-    lines = result.error_lines
-    assert result.returncode == code, result.stderr
-    assert len(lines) == 1 and lines[0].startswith("forecast: error: "), result.stderr
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-
-
 def score(processes, store, truth, out, *extra):
     return processes.run("-q", "score", store, "--truth", truth, "--out", out, "--workers", "1", *extra)
 

@@ -19,6 +19,7 @@ import xarray as xr
 
 from forecast.store import EnsembleStore
 from tests.operations.system import tmpfs
+from tests.cli_process import assert_one_line_error
 from workflows.config import bundled_config
 
 TINY = str(bundled_config("tiny"))
@@ -27,15 +28,6 @@ TINY = str(bundled_config("tiny"))
 # -- helpers ------------------------------------------------------------------------------------------
 def run(processes, world, store, *extra):
     return processes.run("-q", "run", TINY, "--workdir", world.paths.workdir, f"paths.store={store}", *extra)
-
-
-def assert_one_line_error(result, code, *words):
-    lines = result.error_lines
-    assert result.returncode == code, result.stderr
-    assert len(lines) == 1 and lines[0].startswith("forecast: error: "), result.stderr
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    assert "Traceback" not in result.stderr
 
 
 @pytest.fixture(scope="module")
