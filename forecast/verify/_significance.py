@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import xarray as xr
-from scipy.stats import t as t_distribution
+from scipy.special import stdtrit  # the t quantile; scipy.special, not scipy.stats (0.7 s to import)
 
 MAX_AUTOCORRELATION = 0.95
 
@@ -24,7 +24,7 @@ def _interval(d: np.ndarray, confidence: float):
         inflation = (1.0 + r) / (1.0 - r)
         variance = sum_sq / (n - 1.0) / n * inflation
         effective = np.clip(n / inflation, 2.0, n)
-        half = t_distribution.ppf(0.5 + confidence / 2.0, effective - 1.0) * np.sqrt(variance)
+        half = stdtrit(effective - 1.0, 0.5 + confidence / 2.0) * np.sqrt(variance)
     bad = n < 3
     half = np.where(bad, np.nan, half)
     return mean, mean - half, mean + half

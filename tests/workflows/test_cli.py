@@ -27,6 +27,17 @@ def test_help_does_not_import_torch_or_dask():
     assert "demo" in result.stdout and result.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_score_imports_neither_scipy_stats_nor_pyplot_before_the_report():
+    # `forecast score` pays for its imports on every call: scipy.stats alone took 0.7 s (issue 17)
+    code = ("import sys\nfrom workflows.cli import cmd_score\nfrom workflows.recipes import score_store\n"
+            "from forecast.verify.scores import open_ensemble, score_ensemble\nfrom workflows.report import write_report\n"
+            "from forecast.verify import paired_difference, rank_histogram_flatness\n"
+            "print(sorted(m for m in ('torch', 'scipy.stats', 'matplotlib', 'distributed') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_demo_runs_end_to_end_on_the_tiny_world(tmp_path):
     result = forecast("demo", TINY, "--workdir", str(tmp_path / "w"))
     assert result.returncode == 0, result.stderr[-2000:]
