@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from forecast.verify.plots import plot_maps, plot_rank_histograms, plot_reliability, plot_vs_lead
+from forecast.verify.plots import plot_maps, plot_rank_histograms, plot_reliability, plot_vs_lead_figures
 
 
 def _fmt(value: float) -> str:
@@ -127,19 +127,20 @@ def calibration_lines(scores) -> list[str]:
 def write_report(scores, out_dir, store_path=None) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots = {
-        "crps_vs_lead.png": plot_vs_lead(scores, {"crps": "fair CRPS", "crps_standard": "standard CRPS",
-                                                  "twcrps_above_q90": "twCRPS > q90"},
-                                         out_dir / "crps_vs_lead.png", "CRPS vs lead time"),
-        "rmse_vs_lead.png": plot_vs_lead(scores, {"ensemble_mean_rmse": "ensemble-mean RMSE", "control_rmse": "control RMSE",
-                                                  "spread": "spread", "best_member_rmse": "best-member RMSE"},
-                                         out_dir / "rmse_vs_lead.png", "RMSE of the ensemble mean vs the control, and spread"),
-        "spread_skill_vs_lead.png": plot_vs_lead(scores, {"spread_skill_ratio": "spread-skill ratio (exchangeable)",
-                                                          "spread_skill_ratio_grouped": "consistency (grouped by checkpoint)"},
-                                                 out_dir / "spread_skill_vs_lead.png", "spread-skill ratio (1 = consistent)",
-                                                 reference=1.0),
-        "rank_histograms.png": plot_rank_histograms(scores, out_dir / "rank_histograms.png"),
+    vs_lead = {
+        "crps_vs_lead.png": ({"crps": "fair CRPS", "crps_standard": "standard CRPS", "twcrps_above_q90": "twCRPS > q90"},
+                             "CRPS vs lead time", None),
+        "rmse_vs_lead.png": ({"ensemble_mean_rmse": "ensemble-mean RMSE", "control_rmse": "control RMSE",
+                              "spread": "spread", "best_member_rmse": "best-member RMSE"},
+                             "RMSE of the ensemble mean vs the control, and spread", None),
+        "spread_skill_vs_lead.png": ({"spread_skill_ratio": "spread-skill ratio (exchangeable)",
+                                      "spread_skill_ratio_grouped": "consistency (grouped by checkpoint)"},
+                                     "spread-skill ratio (1 = consistent)", 1.0),
     }
+    paths = plot_vs_lead_figures(scores, [(variables, out_dir / name, title, reference)
+                                          for name, (variables, title, reference) in vs_lead.items()])
+    plots = dict(zip(vs_lead, paths))
+    plots["rank_histograms.png"] = plot_rank_histograms(scores, out_dir / "rank_histograms.png")
     if "reliability_observed_frequency" in scores:
         plots["reliability.png"] = plot_reliability(scores, out_dir / "reliability.png")
     if "efi_map" in scores or "exceedance_probability_map" in scores:

@@ -10,6 +10,7 @@ them the map has no coastlines and the log says so once.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -27,11 +28,32 @@ def _pyplot():
     return plt
 
 
+# Drawing time goes into ticks and text, not lines: a fixed title position (the automatic one measures
+# every axis' tick labels), grid lines set once by style rather than per axis (which rebuilds the ticks),
+# and shared axes whose inner tick labels are not drawn. rc_context restores the user's settings.
+STYLE = {"axes.titley": 1.0, "axes.titlepad": 4.0}
+GRID = {"axes.grid": True, "grid.alpha": 0.3}
+
+
+def styled(**rc):
+    """Decorator: draw a plot function under :data:`STYLE` (and the extra ``rc`` settings, e.g. :data:`GRID`)."""
+    def decorate(function):
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            import matplotlib
+
+            with matplotlib.rc_context({**STYLE, **rc}):
+                return function(*args, **kwargs)
+        return wrapper
+    return decorate
+
+
 def _lead_hours(scores) -> np.ndarray:
     return (scores["lead_time"].values / np.timedelta64(1, "h")).astype(float)
 
 
-def figure_grid(rows: int, cols: int, width: float = 3.6, height: float = 2.8):
+def figure_grid(rows: int, cols: int, width: float = 3.6, height: float = 2.8, sharex: bool | str = False,
+                sharey: bool | str = False):
     """A headless figure of ``rows`` x ``cols`` panels (the one plot set-up); finish it with :func:`save_figure`.
 
     Parameters
@@ -40,6 +62,9 @@ def figure_grid(rows: int, cols: int, width: float = 3.6, height: float = 2.8):
         Panels down and across.
     width, height : float
         Size of one panel in inches.
+    sharex, sharey : bool or str
+        Shared axes as in ``matplotlib.pyplot.subplots`` (``True``, ``"row"``, ``"col"``): only the outer
+        panels draw tick labels.
 
     Returns
     -------
@@ -47,7 +72,8 @@ def figure_grid(rows: int, cols: int, width: float = 3.6, height: float = 2.8):
         ``(pyplot, figure, axes)``, ``axes`` a 2-d array of ``rows`` x ``cols``.
     """
     plt = _pyplot()
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False, sharex=sharex,
+                             sharey=sharey)
     return plt, fig, axes
 
 
@@ -60,14 +86,17 @@ def _panels(n: int):
     return plt, fig, axes.ravel()
 
 
-def save_figure(plt, fig, path: Path, title: str, left: float = 0.7) -> Path:
-    """Title, fixed margins (``left`` inches on the left), PNG at 90 dpi, and the figure closed."""
+def save_figure(plt, fig, path: Path, title: str, left: float = 0.7, bottom: float = 0.5, close: bool = True,
+                hspace: float = 0.5) -> Path:
+    """Title, fixed margins (``left`` and ``bottom`` inches; ``hspace`` between rows, a fraction of a panel), PNG at 90 dpi, and the figure closed (unless
+    ``close`` is false)."""
     fig.suptitle(title)
     width, height = fig.get_size_inches()  # fixed margins in inches: tight_layout costs as much as drawing
-    fig.subplots_adjust(left=left / width, right=1 - 0.2 / width, bottom=0.5 / height, top=1 - 0.6 / height,
-                        wspace=0.3, hspace=0.5)
+    fig.subplots_adjust(left=left / width, right=1 - 0.2 / width, bottom=bottom / height, top=1 - 0.6 / height,
+                        wspace=0.3, hspace=hspace)
     fig.savefig(path, dpi=90)
-    plt.close(fig)
+    if close:
+        plt.close(fig)
     return path
 
 
@@ -75,30 +104,51 @@ def _regions(scores) -> list:
     return list(scores["region"].values) if "region" in scores.dims else [None]
 
 
+@styled(**GRID)
 def plot_vs_lead(scores, variables: dict, path: Path, title: str, reference: float | None = None) -> Path:
-    """One panel per channel (rows) and region (columns); ``variables`` maps score names to legend labels."""
+    """One panel per channel (rows) and region (columns); ``variables`` maps score names to legend labels.
+    The panels share the lead-time axis (labelled on the bottom row); each keeps its own score axis."""
+    return plot_vs_lead_figures(scores, [(variables, path, title, reference)])[0]
+
+
+@styled(**GRID)
+def plot_vs_lead_figures(scores, figures: list) -> list[Path]:
+    """Several :func:`plot_vs_lead` figures, ``figures`` a list of ``(variables, path, title, reference)``.
+
+    They are drawn one after the other on one set of panels, each figure's lines replacing the last's:
+    building the panels and their ticks costs more than drawing the lines, and is done once.
+    """
     channels = list(scores["channel"].values)
     regions = _regions(scores)
-    plt, fig, axes = figure_grid(len(channels), len(regions))
+    plt, fig, axes = figure_grid(len(channels), len(regions), sharex=True)
+    for ax in axes[-1]:
+        ax.set_xlabel("lead time (h)")
     lead = _lead_hours(scores)
-    for r, channel in enumerate(channels):
-        for c, region in enumerate(regions):
-            ax = axes[r, c]
-            for name, label in variables.items():
-                if name in scores:
-                    values = scores[name].sel(channel=channel)
-                    if region is not None and "region" in values.dims:
-                        values = values.sel(region=region)
-                    ax.plot(lead, values.values, marker="o", ms=3, label=label)
-            if reference is not None:
-                ax.axhline(reference, color="grey", lw=0.8, ls="--")
+    paths = []
+    for variables, path, title, reference in figures:
+        present = {name: scores[name] for name in variables if name in scores}
+        for r, channel in enumerate(channels):
             units = scores.attrs.get(f"units_{channel}", "")
             head = f"{channel} [{units}]" if units and reference is None else str(channel)
-            ax.set_title(head if region is None else f"{head}, {region}", fontsize=9)
-            ax.set_xlabel("lead time (h)")
-            ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=7)
-    return save_figure(plt, fig, path, title)
+            by_channel = {name: values.sel(channel=channel) for name, values in present.items()}
+            for c, region in enumerate(regions):
+                ax = axes[r, c]
+                for line in list(ax.lines):  # the previous figure's
+                    line.remove()
+                ax.set_prop_cycle(None)  # the same colours as on a fresh panel
+                for name, values in by_channel.items():
+                    if region is not None and "region" in values.dims:
+                        values = values.sel(region=region)
+                    ax.plot(lead, values.values, marker="o", ms=3, label=variables[name])
+                if reference is not None:
+                    ax.axhline(reference, color="grey", lw=0.8, ls="--")
+                ax.relim()
+                ax.autoscale_view()
+                ax.set_title(head if region is None else f"{head}, {region}", fontsize=9)
+        axes[0, 0].legend(fontsize=7)
+        paths.append(save_figure(plt, fig, path, title, close=False, hspace=0.35))  # no inner lead labels
+    plt.close(fig)
+    return paths
 
 
 def _lead_picks(lead: np.ndarray, count: int) -> list[int]:
@@ -126,40 +176,46 @@ def plot_rank_histograms(scores, path: Path, leads: int = 3, region: str = "glob
     return save_figure(plt, fig, path, f"rank histograms, {region} (count x bins / total)")
 
 
+@styled()
 def plot_reliability(scores, path: Path, leads: int = 3) -> Path:
     """Reliability diagrams: observed frequency vs forecast probability per channel (rows) and event
-    (columns) for a few leads; the diagonal is perfect reliability."""
+    (columns) for a few leads; the diagonal is perfect reliability. The panels share both axes (0 to 1,
+    labelled on the outer panels)."""
     channels = list(scores["channel"].values)
     events = list(scores["event"].values)
-    plt, fig, axes = figure_grid(len(channels), len(events), 3.4, 3.2)
+    plt, fig, axes = figure_grid(len(channels), len(events), 3.4, 3.2, sharex=True, sharey=True)
     lead = _lead_hours(scores)
+    picks = _lead_picks(lead, leads)
+    names = ["reliability_forecast_probability", "reliability_observed_frequency"]
+    names += ["reliability_count"] if "reliability_count" in scores else []
+    table = {name: scores[name].isel(lead_time=picks).transpose("channel", "event", "lead_time", ...).values
+             for name in names}
     for r, channel in enumerate(channels):
         for c, event in enumerate(events):
             ax = axes[r, c]
-            for k in _lead_picks(lead, leads):
-                sel = dict(channel=channel, event=event)
-                p = scores["reliability_forecast_probability"].sel(sel).isel(lead_time=k).values
-                o = scores["reliability_observed_frequency"].sel(sel).isel(lead_time=k).values
+            for j, k in enumerate(picks):
+                p, o = table[names[0]][r, c, j], table[names[1]][r, c, j]
                 ok = np.isfinite(p) & np.isfinite(o)
                 line, = ax.plot(p[ok], o[ok], marker="o", ms=3, label=f"{lead[k]:.0f} h")
-                if "reliability_count" in scores:
-                    counts = scores["reliability_count"].sel(sel).isel(lead_time=k).values.astype(float)
-                    _sharpness(ax, counts, line.get_color())
+                if len(names) > 2:
+                    _sharpness(ax, table[names[2]][r, c, j].astype(float), line.get_color())
             ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
-            ax.set_xlim(0, 1)
-            ax.set_ylim(0, 1)
             ax.set_title(f"{channel}, {event}", fontsize=9)
-            ax.set_xlabel("forecast probability")
-            ax.set_ylabel("observed frequency")
+    axes[0, 0].set_xlim(0, 1)
+    axes[0, 0].set_ylim(0, 1)
+    for ax in axes[-1]:
+        ax.set_xlabel("forecast probability")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("observed frequency")
     axes[0, 0].legend(fontsize=7, loc="lower right")
     return save_figure(plt, fig, path, "reliability (global); insets: sharpness (log count per bin)")
 
 
 def _sharpness(ax, counts: np.ndarray, color) -> None:
     """Sharpness: how often each forecast probability bin was issued, as a step histogram in an inset
-    at the upper left, where a reliability curve seldom goes (log counts; a sharp ensemble fills the end
-    bins)."""
-    from matplotlib.ticker import LogLocator, NullFormatter
+    at the upper left, where a reliability curve seldom goes (log counts, decades marked; a sharp
+    ensemble fills the end bins)."""
+    from matplotlib.ticker import LogLocator, NullLocator
 
     inset = getattr(ax, "_sharpness_inset", None)
     if inset is None:
@@ -169,35 +225,38 @@ def _sharpness(ax, counts: np.ndarray, color) -> None:
         inset.tick_params(labelsize=5, length=2, which="both")
         inset.set_xticks([0, 0.5, 1])
         inset.yaxis.set_major_locator(LogLocator(numticks=3))
-        inset.yaxis.set_minor_formatter(NullFormatter())
+        inset.yaxis.set_minor_locator(NullLocator())  # unlabelled minor ticks cost as much as the rest of the inset
         ax._sharpness_inset = inset
     edges = np.linspace(0.0, 1.0, len(counts) + 1)
     inset.stairs(np.where(counts > 0, counts, np.nan), edges, color=color, lw=0.8)
 
 
+@styled(**{"xtick.labelsize": 7, "ytick.labelsize": 7})
 def plot_maps(scores, path: Path) -> Path:
-    """Maps per channel (rows): exceedance probability for each event, then the EFI."""
+    """Maps per channel (rows): exceedance probability for each event, then the EFI. The panels share
+    latitude and longitude (labelled on the outer panels); each column has one colour scale, drawn
+    under it."""
     channels = list(scores["channel"].values)
     events = list(scores["event"].values) if "exceedance_probability_map" in scores else []
-    cols = len(events) + ("efi_map" in scores)
-    plt, fig, axes = figure_grid(len(channels), max(cols, 1), 4.2, 2.6)
+    columns = [("exceedance_probability_map", e, f"P({e})", "viridis", (0, 1)) for e in events]
+    columns += [("efi_map", None, "EFI", "RdBu_r", (-1, 1))] if "efi_map" in scores else []
+    plt, fig, axes = figure_grid(len(channels), max(len(columns), 1), 4.2, 2.6, sharex=True, sharey=True)
     lon, lat = scores["lon"].values, scores["lat"].values
-    for r, channel in enumerate(channels):
-        panels = [(scores["exceedance_probability_map"].sel(channel=channel, event=e), f"P({e})", "viridis", (0, 1))
-                  for e in events]
-        if "efi_map" in scores:
-            panels.append((scores["efi_map"].sel(channel=channel), "EFI", "RdBu_r", (-1, 1)))
-        for c, (field, label, cmap, limits) in enumerate(panels):
+    for c, (name, event, label, cmap, limits) in enumerate(columns):
+        fields = scores[name] if event is None else scores[name].sel(event=event)
+        fields = fields.transpose("channel", "lat", "lon").values
+        for r, channel in enumerate(channels):
             ax = axes[r, c]
-            mesh = ax.pcolormesh(lon, lat, field.transpose("lat", "lon").values, cmap=cmap, vmin=limits[0],
-                                 vmax=limits[1], shading="nearest")
-            fig.colorbar(mesh, ax=ax, shrink=0.8, label="1")
+            mesh = ax.pcolormesh(lon, lat, fields[r], cmap=cmap, vmin=limits[0], vmax=limits[1], shading="nearest")
             ax.set_title(f"{channel}: {label}", fontsize=9)
-            degree_axes(ax, lat, lon)
+        bar = fig.colorbar(mesh, cax=axes[-1, c].inset_axes([0.1, -0.36, 0.8, 0.07]), orientation="horizontal",
+                           ticks=np.linspace(limits[0], limits[1], 5))
+        bar.set_label(f"{label} (1)", fontsize=8)
+    degree_axes(axes[0, 0], lat, lon)  # shared: the ticks and labels of one are those of all
     when = [f"start {scores.attrs['maps_init_time']}"] if "maps_init_time" in scores.attrs else []
     when += [f"lead {_lead_hours(scores)[-1]:g} h"] if "lead_time" in scores.coords else []
     return save_figure(plt, fig, path, f"{scores.attrs.get('maps', 'maps')} ({', '.join(when)})" if when
-                       else scores.attrs.get("maps", "maps"))
+                       else scores.attrs.get("maps", "maps"), bottom=1.2)
 
 
 # -- maps and plumes of a store's members ---------------------------------------------------------------
