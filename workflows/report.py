@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -61,11 +62,10 @@ def channel_table(scores, channel) -> list[str]:
     header = "| lead (h) | " + " | ".join(label for _, label in columns) + "".join(f" | Brier {e}" for e in events) + " |"
     lines = [header, "|---:|" + "---:|" * (len(columns) + len(events))]
     lead = (scores["lead_time"].values / np.timedelta64(1, "h")).astype(int)
+    table = [s[name].transpose("lead_time").values for name, _ in columns]  # one array per column, not per cell
+    table += [s["brier_score"].sel(event=e).transpose("lead_time").values for e in events]
     for k, hours in enumerate(lead):
-        row = s.isel(lead_time=k)
-        cells = [_fmt(float(row[name])) for name, _ in columns]
-        cells += [_fmt(float(row["brier_score"].sel(event=e))) for e in events]
-        lines.append(f"| {hours} | " + " | ".join(cells) + " |")
+        lines.append(f"| {hours} | " + " | ".join(_fmt(float(column[k])) for column in table) + " |")
     return lines
 
 
@@ -124,27 +124,68 @@ def calibration_lines(scores) -> list[str]:
     return lines + [""]
 
 
-def write_report(scores, out_dir, store_path=None) -> Path:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    vs_lead = {
-        "crps_vs_lead.png": ({"crps": "fair CRPS", "crps_standard": "standard CRPS", "twcrps_above_q90": "twCRPS > q90"},
-                             "CRPS vs lead time", None),
-        "rmse_vs_lead.png": ({"ensemble_mean_rmse": "ensemble-mean RMSE", "control_rmse": "control RMSE",
-                              "spread": "spread", "best_member_rmse": "best-member RMSE"},
-                             "RMSE of the ensemble mean vs the control, and spread", None),
-        "spread_skill_vs_lead.png": ({"spread_skill_ratio": "spread-skill ratio (exchangeable)",
-                                      "spread_skill_ratio_grouped": "consistency (grouped by checkpoint)"},
-                                     "spread-skill ratio (1 = consistent)", 1.0),
-    }
-    paths = plot_vs_lead_figures(scores, [(variables, out_dir / name, title, reference)
-                                          for name, (variables, title, reference) in vs_lead.items()])
-    plots = dict(zip(vs_lead, paths))
-    plots["rank_histograms.png"] = plot_rank_histograms(scores, out_dir / "rank_histograms.png")
+VS_LEAD = {
+    "crps_vs_lead.png": ({"crps": "fair CRPS", "crps_standard": "standard CRPS", "twcrps_above_q90": "twCRPS > q90"},
+                         "CRPS vs lead time", None),
+    "rmse_vs_lead.png": ({"ensemble_mean_rmse": "ensemble-mean RMSE", "control_rmse": "control RMSE",
+                          "spread": "spread", "best_member_rmse": "best-member RMSE"},
+                         "RMSE of the ensemble mean vs the control, and spread", None),
+    "spread_skill_vs_lead.png": ({"spread_skill_ratio": "spread-skill ratio (exchangeable)",
+                                  "spread_skill_ratio_grouped": "consistency (grouped by checkpoint)"},
+                                 "spread-skill ratio (1 = consistent)", 1.0),
+}
+
+
+def _plot_jobs(scores, out_dir: Path) -> list:
+    """The report's figures as ``(names, function, arguments)``, the costliest first."""
+    def vs_lead(names):
+        return names, plot_vs_lead_figures, (scores, [(VS_LEAD[n][0], out_dir / n, *VS_LEAD[n][1:]) for n in names])
+
+    jobs = [vs_lead(["crps_vs_lead.png", "rmse_vs_lead.png"]), vs_lead(["spread_skill_vs_lead.png"])]
     if "reliability_observed_frequency" in scores:
-        plots["reliability.png"] = plot_reliability(scores, out_dir / "reliability.png")
+        jobs.append((["reliability.png"], plot_reliability, (scores, out_dir / "reliability.png")))
     if "efi_map" in scores or "exceedance_probability_map" in scores:
-        plots["maps.png"] = plot_maps(scores, out_dir / "maps.png")
+        jobs.append((["maps.png"], plot_maps, (scores, out_dir / "maps.png")))
+    jobs.append((["rank_histograms.png"], plot_rank_histograms, (scores, out_dir / "rank_histograms.png")))
+    return jobs
+
+
+def draw_plots(scores, out_dir: Path, workers: int | None = None, meanwhile=None):
+    """Draw the report's PNGs into ``out_dir``; returns their names in the report's order and what
+    ``meanwhile()`` (work for this process while the plots are drawn, e.g. the tables) returned.
+
+    Drawing is single-threaded Python (matplotlib), so with ``workers`` > 1 (default: the cores this
+    process may use, at most one per figure group) the figures are drawn by that many forked processes,
+    which inherit the imported matplotlib and get the scores (a few hundred kB) by pickle. Without
+    ``fork`` (not Linux) they are drawn here, one after the other; the PNGs are the same either way.
+    """
+    import multiprocessing
+
+    from forecast.machine import available_cores
+    from forecast.verify.plots import _pyplot
+
+    jobs = _plot_jobs(scores, out_dir)
+    workers = min(len(jobs), available_cores() if workers is None else workers)
+    _pyplot()  # imported once, before the fork
+    if workers > 1 and sys.platform == "linux":
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            futures = [pool.submit(function, *arguments) for _, function, arguments in jobs]
+            result = meanwhile() if meanwhile else None
+            for future in futures:
+                future.result()
+    else:
+        for _, function, arguments in jobs:
+            function(*arguments)
+        result = meanwhile() if meanwhile else None
+    drawn = [name for names, _, _ in jobs for name in names]
+    order = [*VS_LEAD, "rank_histograms.png", "reliability.png", "maps.png"]
+    return sorted(drawn, key=order.index), result
+
+
+def _text(scores, store_path) -> list:
+    """The report's text above its plots: summary and tables."""
     lines = [
         "# Ensemble verification report",
         "",
@@ -168,6 +209,15 @@ def write_report(scores, out_dir, store_path=None) -> Path:
     lines += region_table(scores)
     lines += calibration_lines(scores)
     lines += flatness_lines(scores)
+    return lines
+
+
+def write_report(scores, out_dir, store_path=None, workers: int | None = None) -> Path:
+    """``report.md`` and its PNG plots in ``out_dir`` from a scores dataset (``forecast score``'s
+    ``scores.nc``); ``workers`` processes draw the plots (:func:`draw_plots`). Returns the report's path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots, lines = draw_plots(scores, out_dir, workers, meanwhile=lambda: _text(scores, store_path))
     lines += ["## Plots", ""] + [f"![{name}]({name})" for name in plots] + [""]
     path = out_dir / "report.md"
     path.write_text("\n".join(line for line in lines if line is not None))

@@ -135,3 +135,17 @@ def test_maps_draw_each_field_and_one_colour_scale_per_column(scores, drawn, tmp
             assert (panel["xticklabels"] == ["0", "60E", "120E", "180", "120W", "60W"]) == bottom and bool(panel["xticklabels"]) == bottom
             # one colour scale per column, under its bottom panel
             assert [bar.get_xlabel() for bar in panel["children"]] == ([f"{label} (1)"] if bottom else [])
+
+
+def test_report_drawn_by_two_processes_equals_the_report_drawn_by_one(scores, tmp_path):
+    from workflows.report import write_report
+
+    one = write_report(scores, tmp_path / "one", workers=1).parent
+    two = write_report(scores, tmp_path / "two", workers=2).parent
+    names = sorted(p.name for p in one.iterdir())
+    assert names == sorted(p.name for p in two.iterdir())
+    assert {"report.md", "crps_vs_lead.png", "spread_skill_vs_lead.png", "rank_histograms.png", "reliability.png",
+            "maps.png"} <= set(names)
+    for name in names:
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+    assert "![maps.png](maps.png)" in (one / "report.md").read_text()
