@@ -88,8 +88,8 @@ def _panels(n: int):
 
 def save_figure(plt, fig, path: Path, title: str, left: float = 0.7, bottom: float = 0.5, close: bool = True,
                 hspace: float = 0.5) -> Path:
-    """Title, fixed margins (``left`` and ``bottom`` inches; ``hspace`` between rows, a fraction of a panel), PNG at 90 dpi, and the figure closed (unless
-    ``close`` is false)."""
+    """Title, fixed margins (``left`` and ``bottom`` inches; ``hspace`` between rows, a fraction of a
+    panel), PNG at 90 dpi, and the figure closed (unless ``close`` is false)."""
     fig.suptitle(title)
     width, height = fig.get_size_inches()  # fixed margins in inches: tight_layout costs as much as drawing
     fig.subplots_adjust(left=left / width, right=1 - 0.2 / width, bottom=bottom / height, top=1 - 0.6 / height,

@@ -89,7 +89,7 @@ def test_vs_lead_figures_on_reused_panels_equal_figures_drawn_alone(scores, draw
     for one, alone in zip(together, drawn):  # no line of the previous figure is left, colours restart
         for a, b in zip(one["panels"], alone["panels"]):
             assert a["title"] == b["title"] and a["legend"] == b["legend"]
-            assert [(label, color) for _, _, label, color in a["lines"]] == [(label, color) for _, _, label, color in b["lines"]]
+            assert [line[2:] for line in a["lines"]] == [line[2:] for line in b["lines"]]  # labels and colours
             for (_, ya, _, _), (_, yb, _, _) in zip(a["lines"], b["lines"]):
                 np.testing.assert_array_equal(ya, yb)
     for _, path, _, _ in specs:  # the same pixels: limits and ticks follow each figure's own data
@@ -132,7 +132,7 @@ def test_maps_draw_each_field_and_one_colour_scale_per_column(scores, drawn, tmp
             np.testing.assert_array_equal(np.asarray(panel["meshes"][0]).reshape(5, 8), expected.values)
             assert panel["title"] == f"{channel}: {label}"
             bottom = r == len(CHANNELS) - 1
-            assert (panel["xticklabels"] == ["0", "60E", "120E", "180", "120W", "60W"]) == bottom and bool(panel["xticklabels"]) == bottom
+            assert panel["xticklabels"] == (["0", "60E", "120E", "180", "120W", "60W"] if bottom else [])
             # one colour scale per column, under its bottom panel
             assert [bar.get_xlabel() for bar in panel["children"]] == ([f"{label} (1)"] if bottom else [])
 
