@@ -13,6 +13,8 @@ On the demo store, against the release before issue 17 (a git worktree of it, le
     git worktree add /tmp/base-3fbf8d8 3fbf8d8
     python bench/score_demo.py demo-output/ensemble.zarr --truth demo-output/planet/nature.zarr \\
         --baseline /tmp/base-3fbf8d8 --repeat 3 --work /tmp/score-demo
+
+``--new DIR`` measures another checkout instead of this one (e.g. a branch against main).
 """
 
 from __future__ import annotations
@@ -110,6 +112,7 @@ def main(argv=None) -> int:
     parser.add_argument("store", help="ensemble store to score")
     parser.add_argument("--truth", required=True)
     parser.add_argument("--baseline", type=Path, help="a checkout of the earlier release (git worktree)")
+    parser.add_argument("--new", type=Path, default=ROOT, help="the checkout to measure (default: this one)")
     parser.add_argument("--repeat", type=int, default=3, help="pairs of runs (default 3)")
     parser.add_argument("--work", type=Path, help="where the outputs go (default: a new temporary folder)")
     args = parser.parse_args(argv)
@@ -119,11 +122,12 @@ def main(argv=None) -> int:
               f"  python bench/score_demo.py {args.store} --truth {args.truth} --baseline /tmp/base-3fbf8d8",
               file=sys.stderr)
         return 2
-    if not (args.baseline / "workflows" / "cli.py").is_file():
-        print(f"score_demo: {args.baseline} is not a checkout of this project (no workflows/cli.py)", file=sys.stderr)
-        return 2
+    for tree in (args.baseline, args.new):
+        if not (tree / "workflows" / "cli.py").is_file():
+            print(f"score_demo: {tree} is not a checkout of this project (no workflows/cli.py)", file=sys.stderr)
+            return 2
     work = args.work or Path(tempfile.mkdtemp(prefix="score-demo-"))
-    trees = {"new": ROOT, "old": args.baseline.resolve()}
+    trees = {"new": args.new.resolve(), "old": args.baseline.resolve()}
     store, truth = str(Path(args.store).resolve()), str(Path(args.truth).resolve())
     print(f"new: {trees['new']} ({_revision(trees['new'])})\nold: {trees['old']} ({_revision(trees['old'])})")
     print(f"python: {sys.executable}\nstore: {store}\nbefore: {_load()}")
