@@ -143,7 +143,7 @@ def plot_vs_lead_figures(scores, figures: list) -> list[Path]:
                 if reference is not None:
                     ax.axhline(reference, color="grey", lw=0.8, ls="--")
                 ax.relim()
-                ax.autoscale_view()
+                ax.autoscale_view(scalex=False)  # lead, shared: scaled once for all panels when drawn
                 ax.set_title(head if region is None else f"{head}, {region}", fontsize=9)
         axes[0, 0].legend(fontsize=7)
         paths.append(save_figure(plt, fig, path, title, close=False, hspace=0.35))  # no inner lead labels
