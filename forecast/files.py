@@ -53,6 +53,18 @@ def _sync(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_files(paths) -> None:
+    """Make files durable: fsync each of ``paths`` that exists and then each folder holding one (so their
+    names are durable too). Call it before deleting what the files replace."""
+    folders = set()
+    for path in map(Path, paths):
+        if path.is_file():
+            _sync(path)
+            folders.add(path.parent)
+    for folder in sorted(folders):
+        _sync(folder)
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
