@@ -296,9 +296,15 @@ class EnsembleStore:
         parts of blocks, until finalisation removes them."""
         files = []
         for name, array in self.group["statistics_parts"].arrays():
-            files += [self.path / "statistics_parts" / name / array.metadata.encode_chunk_key(
-                (init_index, b) + (0,) * (array.ndim - 2)) for b in range(len(self.blocks))]
-        return [file for file in files if file.is_file()]
+            folder = self.path / "statistics_parts" / name
+            keys = [array.metadata.encode_chunk_key((init_index, b) + (0,) * (array.ndim - 2))
+                    for b in range(len(self.blocks))]
+            if all("/" not in key for key in keys):  # flat keys: one listing of the folder
+                names = set(os.listdir(folder)) if folder.is_dir() else set()
+                files += [folder / key for key in keys if key in names]
+            else:  # nested keys (stores created before flat keys)
+                files += [folder / key for key in keys if (folder / key).is_file()]
+        return files
 
     def drop_statistics_parts(self, init_index: int) -> int:
         """Remove the statistics parts of a start date whose final statistics are written (raises
@@ -310,10 +316,13 @@ class EnsembleStore:
         if not self.statistics_done(init_index):
             raise StoreError(f"{self.path}: the statistics of start date {self.schema.init_times[init_index]} are not "
                              "final; their parts are still needed")
+        files = self.statistics_part_files(init_index)
+        if not files:
+            return 0
         fsync_files([*self._statistics_files(init_index), self.path / "manifest" / "statistics_done" /
                      self.group["manifest/statistics_done"].metadata.encode_chunk_key((init_index,))])
         order = {"complete": 0, "counts": 2}
-        files = sorted(self.statistics_part_files(init_index), key=lambda f: order.get(f.relative_to(self.path).parts[1], 1))
+        files.sort(key=lambda f: order.get(f.relative_to(self.path).parts[1], 1))
         for file in files:
             file.unlink(missing_ok=True)
         return len(files)
