@@ -166,11 +166,9 @@ def scored_locally(tiny_world, forecast_processes, tmp_path_factory):
 
 
 def assert_same_scores(a, b):
-    """Equal scores to float32 rounding. Measured (2026-11-28, this module's store): the member counts
-    beyond k sigma are identical, and a few area-weighted means (``sigma_exceedance_fraction``,
-    ``crps_by_init_time``; another run ``best_member_rmse``) differ by 1-2 ulp (at most 2.3e-13) from the
-    threaded scheduler's, at places that change from run to run (a local cluster differs from it the
-    same way): the float64 summation inside the weighted means, not the estimators."""
+    """Equal scores to float32 rounding, not bit for bit: area-weighted means differ by 1-2 ulp between two
+    scoring processes, local or not (docs/score-reproducibility.md: Dask's einsum orders its contracted
+    axes by a set of index letters, so by PYTHONHASHSEED). Member counts beyond k sigma are identical."""
     a, b = xr.open_dataset(a), xr.open_dataset(b)
     assert a.attrs == b.attrs and set(a.data_vars) == set(b.data_vars)
     for name in a.data_vars:
