@@ -210,6 +210,8 @@ def finalise_statistics(store, init_index: int) -> bool:
     (ranks, reruns, concurrent runs). Concurrent finalisers take turns (the store's lock), the final
     statistics are durable before any part is removed, and a start date already final only has its
     leftover parts removed, so a kill at any point followed by a rerun gives the same store (idempotent).
+    Where the file system has no locks, each part's flag is read again after its arrays: the flags are
+    removed before the arrays, so a finaliser that finds one gone stops (another wrote the statistics).
     """
     with store.exclusive():
         if not store.statistics_done(init_index):
@@ -217,9 +219,15 @@ def finalise_statistics(store, init_index: int) -> bool:
             if not complete.all():
                 return False
             spec = StatisticsSpec(**store.schema.statistics)
-            total = EnsembleAccumulator.from_arrays(spec, store.statistics_part(init_index, 0))
-            for b in range(1, len(store.blocks)):
-                total.merge(EnsembleAccumulator.from_arrays(spec, store.statistics_part(init_index, b)))
+            total = None
+            for b in range(len(store.blocks)):
+                part = EnsembleAccumulator.from_arrays(spec, store.statistics_part(init_index, b))
+                if not store.statistics_part_stored(init_index, b):  # removed while read: another finaliser
+                    return store.statistics_done(init_index)  # finished first (no lock on this file system)
+                if total is None:
+                    total = part
+                else:
+                    total.merge(part)
             store.write_statistics(init_index, total.result())
         store.drop_statistics_parts(init_index)
     return True

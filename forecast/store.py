@@ -275,12 +275,19 @@ class EnsembleStore:
         """Per block (:meth:`StoreSchema.blocks`): 1 where its statistics part is stored (its flag is set
         and its ``counts`` chunk, written first and removed last, exists)."""
         complete = self.group["statistics_parts/complete"][init_index]
-        counts = self.group["statistics_parts/counts"]
         for b in np.flatnonzero(complete):
-            key = counts.metadata.encode_chunk_key((init_index, b) + (0,) * (counts.ndim - 2))
-            if not (self.path / "statistics_parts" / "counts" / key).is_file():
-                complete[b] = 0
+            complete[b] = self._counts_stored(init_index, b)
         return complete
+
+    def statistics_part_stored(self, init_index: int, block_index: int) -> bool:
+        """Whether one block's statistics part is stored (see :meth:`statistics_complete`)."""
+        return bool(self.group["statistics_parts/complete"][init_index, block_index] == 1) and \
+            self._counts_stored(init_index, block_index)
+
+    def _counts_stored(self, init_index: int, block_index: int) -> bool:
+        counts = self.group["statistics_parts/counts"]
+        key = counts.metadata.encode_chunk_key((init_index, block_index) + (0,) * (counts.ndim - 2))
+        return (self.path / "statistics_parts" / "counts" / key).is_file()
 
     def statistics_part(self, init_index: int, block_index: int) -> dict[str, np.ndarray]:
         """The stored accumulator arrays of one block (empty tails when ``tail_members`` is 0)."""

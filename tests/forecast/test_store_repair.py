@@ -214,6 +214,35 @@ def test_sigkill_at_random_points_with_statistics_then_rerun_gives_the_uninterru
     assert partial, f"seed {SEED}: no kill landed while the store was partly written:\n" + "\n".join(report)
 
 
+def test_a_finaliser_whose_parts_are_removed_while_it_reads_them_stops_without_a_lock(reference, unfinalised,
+                                                                                     tmp_path):
+    """Where the file system has no locks, two finalisers can overlap: the one that finishes first removes
+    the parts the other is still reading (missing chunks read as zeros). The late one must not write."""
+    import contextlib
+
+    from ensembles.stats import finalise_statistics
+
+    path = tmp_path / "overlapping.zarr"
+    shutil.copytree(unfinalised, path)
+    late, first = EnsembleStore.open(path), EnsembleStore.open(path)
+    late.exclusive = first.exclusive = contextlib.nullcontext
+    read, blocks_read = late.statistics_part, []
+
+    def part_while_the_other_finishes(init_index, block):
+        arrays = read(init_index, block)
+        if len(blocks_read) == 2:
+            assert finalise_statistics(first, init_index)  # writes the statistics, removes the parts
+        blocks_read.append(block)
+        return arrays
+
+    late.statistics_part = part_while_the_other_finishes
+    assert finalise_statistics(late, 0)
+    stopped_after = list(blocks_read)
+    assert finalise_statistics(late, 1)  # undisturbed
+    assert_identical(path, reference[0])  # not the zeros of removed parts folded in
+    assert part_files(path) == [] and stopped_after == [0, 1, 2]  # stopped at the first part gone
+
+
 def test_check_flags_unfinalised_statistics_and_repair_finalises_them(forecast_processes, reference, unfinalised,
                                                                       tmp_path):
     path = tmp_path / "unfinalised.zarr"
