@@ -152,9 +152,14 @@ def test_sigkill_anywhere_in_finalisation_or_part_removal_then_rerun_gives_the_u
         killed = finalise_killed_at(path, kill_at)
         assert killed.returncode == -signal.SIGKILL, killed.stderr
         store = EnsembleStore.open(path)
-        left = len(part_files(path))
-        during_removal += any(store.statistics_done(i) for i in range(2)) and left > 0
-        report.append(f"killed before operation {kill_at}/{operations}: {left} part files left")
+        left, final = len(part_files(path)), [store.statistics_done(i) for i in range(2)]
+        during_removal += any(final) and left > 0
+        report.append(f"killed before operation {kill_at}/{operations}: {left} part files left, final {final}")
+        checked = forecast_processes.run("-q", "check", path)  # leftover parts are harmless, unfinalised not
+        assert checked.returncode == (0 if all(final) else 3), f"{report[-1]}: {checked.stderr}"
+        if all(final):  # check --repair removes the leftovers (so does the rerun, below)
+            assert forecast_processes.run("-q", "check", "--repair", path).returncode == 0
+            assert part_files(path) == [], report[-1]
         rerun = forecast_processes.run(*run_args(tiny_world, path))
         assert rerun.returncode == 0, f"seed {SEED}, {report[-1]}: {rerun.stderr}"
         assert_identical(path, reference[0])
