@@ -7,7 +7,8 @@ above each configured threshold, and the ``tail_members`` largest and smallest v
 *exact* quantiles (numpy's default linear interpolation between order statistics) for any quantile
 whose order statistics lie within them, which for ``M`` members means ``q <= (k - 1) / (M - 1)`` or
 ``q >= 1 - (k - 1) / (M - 1)``. A 7,424-member ensemble with ``tail_members=76`` thus has exact 1% and
-99% quantiles without keeping its members. :func:`finalise_statistics` merges the per-block parts a store holds.
+99% quantiles without keeping its members. :func:`finalise_statistics` merges the per-block parts a store
+holds, then removes them.
 """
 
 from __future__ import annotations
@@ -202,20 +203,31 @@ class EnsembleAccumulator:
 
 def finalise_statistics(store, init_index: int) -> bool:
     """Merge the statistics parts of a start date stored in ``store`` (a :class:`forecast.store.EnsembleStore`),
-    one per block in block order, and write the final statistics once every block's part is stored;
-    returns whether they are final.
+    one per block in block order, write the final statistics once every block's part is stored, then
+    remove the parts; returns whether the statistics are final.
 
     The fold order is fixed by the blocks, so the result is bit-identical however the blocks were run
-    (ranks, reruns, concurrent runs), and finalising twice writes the same values (idempotent).
+    (ranks, reruns, concurrent runs). Concurrent finalisers take turns (the store's lock), the final
+    statistics are durable before any part is removed, and a start date already final only has its
+    leftover parts removed, so a kill at any point followed by a rerun gives the same store (idempotent).
+    Where the file system has no locks, each part's flag is read again after its arrays: the flags are
+    removed before the arrays, so a finaliser that finds one gone stops (another wrote the statistics).
     """
-    if store.statistics_done(init_index):
-        return True
-    complete = store.statistics_complete(init_index)
-    if not complete.all():
-        return False
-    spec = StatisticsSpec(**store.schema.statistics)
-    total = EnsembleAccumulator.from_arrays(spec, store.statistics_part(init_index, 0))
-    for b in range(1, len(store.blocks)):
-        total.merge(EnsembleAccumulator.from_arrays(spec, store.statistics_part(init_index, b)))
-    store.write_statistics(init_index, total.result())
+    with store.exclusive():
+        if not store.statistics_done(init_index):
+            complete = store.statistics_complete(init_index)
+            if not complete.all():
+                return False
+            spec = StatisticsSpec(**store.schema.statistics)
+            total = None
+            for b in range(len(store.blocks)):
+                part = EnsembleAccumulator.from_arrays(spec, store.statistics_part(init_index, b))
+                if not store.statistics_part_stored(init_index, b):  # removed while read: another finaliser
+                    return store.statistics_done(init_index)  # finished first (no lock on this file system)
+                if total is None:
+                    total = part
+                else:
+                    total.merge(part)
+            store.write_statistics(init_index, total.result())
+        store.drop_statistics_parts(init_index)
     return True

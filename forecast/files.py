@@ -35,22 +35,36 @@ def leftovers(path) -> list[Path]:
 
 
 def _sync(path: Path) -> None:
-    """fsync a file, or every file and folder of a folder tree."""
+    """fsync a file, or every file and folder of a folder tree (one writer's own: nothing else writes there)."""
     if path.is_dir():
         for root, _, names in os.walk(path):
             for name in names:
-                _sync(Path(root) / name)
-        flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+                _fsync(Path(root) / name)
+            _fsync(Path(root))
     else:
-        flags = os.O_RDONLY
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:  # a writer's own temporary file, renamed since the folder was listed
-        return
+        _fsync(path)
+
+
+def _fsync(path: Path) -> None:
+    """fsync one file or one folder (its entries, not what they hold)."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if path.is_dir() else 0)
+    fd = os.open(path, flags)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_files(paths) -> None:
+    """Make files durable: fsync each of ``paths`` that exists and then each folder holding one (so their
+    names are durable too). Call it before deleting what the files replace."""
+    folders = set()
+    for path in map(Path, paths):
+        if path.is_file():
+            _fsync(path)
+            folders.add(path.parent)
+    for folder in sorted(folders):
+        _fsync(folder)
 
 
 def _remove(path: Path) -> None:
@@ -99,7 +113,7 @@ def atomic_write(path, replace: bool = True):
                     raise
         elif replace or not path.exists():
             os.replace(tmp, path)
-        _sync(path.parent)
+        _fsync(path.parent)  # the new name; not the folder's other contents (other writers' temporary folders)
     finally:
         _remove(tmp)
 

@@ -30,7 +30,11 @@ Streaming statistics are stored per block (``statistics_parts``: one accumulator
 block of :meth:`StoreSchema.blocks`, keyed by the members it covers, plus a ``complete`` flag written
 after it). A recomputed block rewrites its own part, two writers of one block write the same files,
 and finalisation folds the parts in block order, so the statistics are bit-identical however the work
-was split, interrupted or repeated.
+was split, interrupted or repeated. Once a start date's final statistics are durable its parts are
+removed (:meth:`EnsembleStore.drop_statistics_parts`): a part is the size of about ``24 + 8 *
+tail_members`` bytes per lead, channel and grid point, so keeping one per block would outgrow the
+member fields at scale. A part counts as stored only while its flag is set and its ``counts`` chunk (the
+first written, the last removed) exists.
 
 Every chunk is zstd-compressed with a content checksum, so a damaged chunk fails to decode instead of
 reading as plausible numbers. The group attribute ``store_version`` (:data:`STORE_VERSION`) names the
@@ -52,7 +56,7 @@ from pathlib import Path
 import numpy as np
 
 from forecast.errors import InputError, StoreError
-from forecast.files import atomic_write
+from forecast.files import atomic_write, fsync_files
 from forecast.grid import Grid
 from forecast.hashing import content_hash, digest_to_int
 
@@ -205,7 +209,7 @@ class EnsembleStore:
         leads = values.shape[1]
         shards = self.schema.layout["shard_members"]
         whole = start % shards == 0 and (stop % shards == 0 or stop == self.schema.n_members)
-        with contextlib.nullcontext() if whole else self._partial_shard_lock():
+        with contextlib.nullcontext() if whole else self.exclusive():
             for k, name in enumerate(self.channels):
                 region = (slice(start, stop), init_index, slice(lead_start, lead_start + leads))
                 try:
@@ -218,11 +222,12 @@ class EnsembleStore:
                     self.group[name][region] = values[:, :, k]
 
     @contextlib.contextmanager
-    def _partial_shard_lock(self):
-        """A block that fills part of a shard (a window split where the checkpoint changes) is merged into
-        the shard file by read-modify-write; an exclusive lock keeps two writers of the shard's blocks
-        (concurrent runs) from losing each other's members. The lock is on the store's folder (no file is
-        added to the hierarchy); where the file system has no locks, there is none."""
+    def exclusive(self):
+        """An exclusive lock on the store, for read-modify-write steps that concurrent runs must not
+        interleave: merging a block that fills part of a shard (a window split where the checkpoint
+        changes) into the shard file, and finalising a start date's statistics then removing its parts.
+        The lock is on the store's folder (no file is added to the hierarchy); where the file system has
+        no locks, there is none."""
         fd = os.open(self.path, os.O_RDONLY)
         try:
             with contextlib.suppress(OSError):
@@ -259,14 +264,30 @@ class EnsembleStore:
         unknown = sorted(set(arrays) - set(_part_arrays(self.schema)) - {"top", "bottom"})  # tails may be empty
         if unknown:
             raise StoreError(f"statistics part arrays {unknown} have no place in {self.path}")
-        for name, values in arrays.items():
+        if self.statistics_done(init_index):  # a block recomputed after finalisation (a repaired shard)
+            return
+        for name in sorted(arrays, key=lambda name: name != "counts"):  # counts first: removed last
             if name in parts:
-                parts[name][init_index, b] = values
+                parts[name][init_index, b] = arrays[name]
         parts["complete"][init_index, b] = 1
 
     def statistics_complete(self, init_index: int) -> np.ndarray:
-        """Per block (:meth:`StoreSchema.blocks`): 1 where its statistics part is stored."""
-        return self.group["statistics_parts/complete"][init_index]
+        """Per block (:meth:`StoreSchema.blocks`): 1 where its statistics part is stored (its flag is set
+        and its ``counts`` chunk, written first and removed last, exists)."""
+        complete = self.group["statistics_parts/complete"][init_index]
+        for b in np.flatnonzero(complete):
+            complete[b] = self._counts_stored(init_index, b)
+        return complete
+
+    def statistics_part_stored(self, init_index: int, block_index: int) -> bool:
+        """Whether one block's statistics part is stored (see :meth:`statistics_complete`)."""
+        return bool(self.group["statistics_parts/complete"][init_index, block_index] == 1) and \
+            self._counts_stored(init_index, block_index)
+
+    def _counts_stored(self, init_index: int, block_index: int) -> bool:
+        counts = self.group["statistics_parts/counts"]
+        key = counts.metadata.encode_chunk_key((init_index, block_index) + (0,) * (counts.ndim - 2))
+        return (self.path / "statistics_parts" / "counts" / key).is_file()
 
     def statistics_part(self, init_index: int, block_index: int) -> dict[str, np.ndarray]:
         """The stored accumulator arrays of one block (empty tails when ``tail_members`` is 0)."""
@@ -276,6 +297,55 @@ class EnsembleStore:
             shape = arrays["mean"].shape
             arrays["top"] = arrays["bottom"] = np.zeros((*shape[:2], 0, *shape[2:]), dtype=np.float32)
         return arrays
+
+    def statistics_part_files(self, init_index: int) -> list[Path]:
+        """The chunk files of start date ``init_index``'s statistics parts (flags included) on disk: the
+        parts of blocks, until finalisation removes them."""
+        files = []
+        for name, array in self.group["statistics_parts"].arrays():
+            folder = self.path / "statistics_parts" / name
+            keys = [array.metadata.encode_chunk_key((init_index, b) + (0,) * (array.ndim - 2))
+                    for b in range(len(self.blocks))]
+            if all("/" not in key for key in keys):  # flat keys: one listing of the folder
+                names = set(os.listdir(folder)) if folder.is_dir() else set()
+                files += [folder / key for key in keys if key in names]
+            else:  # nested keys (stores created before flat keys)
+                files += [folder / key for key in keys if (folder / key).is_file()]
+        return files
+
+    def drop_statistics_parts(self, init_index: int) -> int:
+        """Remove the statistics parts of a start date whose final statistics are written (raises
+        :class:`StoreError` otherwise); returns how many chunk files were removed.
+
+        The final statistics are made durable first (fsync). Then the ``complete`` flags go, then the
+        parts' arrays with ``counts`` last, so a kill at any point leaves every part still flagged
+        complete whole; removing again finishes the job (idempotent)."""
+        if not self.statistics_done(init_index):
+            raise StoreError(f"{self.path}: the statistics of start date {self.schema.init_times[init_index]} are not "
+                             "final; their parts are still needed")
+        files = self.statistics_part_files(init_index)
+        if not files:
+            return 0
+        fsync_files([*self._statistics_files(init_index), self.path / "manifest" / "statistics_done" /
+                     self.group["manifest/statistics_done"].metadata.encode_chunk_key((init_index,))])
+        order = {"complete": 0, "counts": 2}
+        files.sort(key=lambda f: order.get(f.relative_to(self.path).parts[1], 1))
+        for file in files:
+            file.unlink(missing_ok=True)
+        return len(files)
+
+    def _statistics_files(self, init_index: int) -> list[Path]:
+        """The chunk files of the final statistics of start date ``init_index``."""
+        files = []
+        for name in self.statistics_variables():
+            array = self.group[name]
+            axis = 0 if "_ensemble_" in name else 1  # dims (init, ...) or (threshold or quantile, init, ...)
+            grid = [-(-size // step) for size, step in zip(array.shape, array.chunks)]
+            grid[axis] = 1
+            for index in np.ndindex(*grid):
+                index = index[:axis] + (init_index // array.chunks[axis],) + index[axis + 1:]
+                files.append(self.path / name / array.metadata.encode_chunk_key(index))
+        return files
 
     def statistics_done(self, init_index: int) -> bool:
         return bool(self.group["manifest/statistics_done"][init_index] == 1) if "manifest/statistics_done" in self.group else True
@@ -378,9 +448,9 @@ class EnsembleStore:
             return [StoreProblem(f"init {init}: statistics part flags cannot be decoded ({type(error).__name__})", i,
                                  (0, self.schema.n_members), damaged=True)]
         problems, final = [], self.statistics_done(i)
-        for b, (lo, hi) in enumerate(self.blocks):
+        for b, (lo, hi) in enumerate(self.blocks if not final else ()):  # final statistics need no parts
             if not complete[b]:
-                if done[lo:hi].any() and not final:  # final statistics need no parts (a migrated store has none)
+                if done[lo:hi].any():
                     problems.append(StoreProblem(f"init {init} members {lo}:{hi}: finished but their statistics part "
                                                  "is missing (inconsistent statistics)", i, (lo, hi), damaged=True))
                 continue
@@ -405,13 +475,15 @@ class EnsembleStore:
     def reset(self, init_index: int, start: int, stop: int) -> list[tuple[int, int]]:
         """Mark members ``start:stop`` of a start date unfinished, so that a rerun computes them again.
 
-        With streaming statistics, whole blocks are reset: the block's statistics part is dropped and the
-        start date's statistics unfinalised; finished blocks without a part (a migrated store) are reset
-        too, since finalisation needs every part. Returns the member ranges reset.
+        With streaming statistics not yet final, whole blocks are reset: the block's statistics part is
+        dropped and the start date's statistics unfinalised; finished blocks without a part (a migrated
+        store, or parts removed after finalisation) are reset too, since finalisation needs every part.
+        Final statistics stay as they are (they came from the members as computed, not as stored; the
+        rerun recomputes the same members). Returns the member ranges reset.
         """
-        if not self.schema.statistics.get("channels"):
+        if not self.schema.statistics.get("channels") or self.statistics_done(init_index):
             self.done[init_index, start:stop] = 0
-            return [(start, stop)]
+            return [(start, stop)] if stop > start else []
         complete = self.statistics_complete(init_index).copy()
         chosen = [b for b, (lo, hi) in enumerate(self.blocks) if lo < stop and start < hi]
         chosen += [b for b, (lo, hi) in enumerate(self.blocks) if not complete[b] and self.done[init_index, lo:hi].any()]
@@ -754,9 +826,13 @@ def _part_arrays(schema: StoreSchema) -> dict[str, tuple[tuple, str]]:
     return arrays
 
 
+FLAT_CHUNK_KEYS = {"name": "default", "separator": "."}
+
+
 def _create_statistics_parts(group, schema: StoreSchema) -> None:
     """``statistics_parts``: one accumulator per (start date, block), each its own chunk, and the
-    ``complete`` flags (one chunk each) written after them."""
+    ``complete`` flags (one chunk each) written after them. Chunk keys are flat (``c.<init>.<block>.0``),
+    so removing a part's chunks leaves no empty folders behind."""
     if not schema.statistics.get("channels"):
         return
     n_init, n_blocks = len(schema.init_times), len(schema.blocks())
@@ -764,10 +840,10 @@ def _create_statistics_parts(group, schema: StoreSchema) -> None:
     for name, (shape, dtype) in _part_arrays(schema).items():
         if name not in parts:
             parts.create_array(name, shape=(n_init, n_blocks, *shape), chunks=(1, 1, *shape), dtype=dtype,
-                               fill_value=0, compressors=[_zstd()])
+                               fill_value=0, compressors=[_zstd()], chunk_key_encoding=FLAT_CHUNK_KEYS)
     if "complete" not in parts:
         parts.create_array("complete", shape=(n_init, n_blocks), chunks=(1, 1), dtype="uint8", fill_value=0,
-                           compressors=[_zstd()])
+                           compressors=[_zstd()], chunk_key_encoding=FLAT_CHUNK_KEYS)
 
 
 def consolidate(path) -> None:

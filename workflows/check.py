@@ -6,7 +6,9 @@ reading every finished value and comparing it with the checksum recorded when it
 ``--repair`` removes shard files that cannot be decoded and marks every member they held unfinished,
 so the next ``forecast run`` computes them again. Streaming statistics are checked too: finished
 members without a statistics part, parts or final statistics that cannot be decoded, and statistics
-never finalised; ``--repair`` resets the blocks concerned and finalises what can be finalised.
+never finalised; ``--repair`` resets the blocks concerned and finalises what can be finalised. Parts of
+statistics already final (left by a finalisation killed while removing them) are harmless leftovers that
+``--repair`` (or the next run) removes.
 
 ``--migrate`` converts a store written by an earlier release (:func:`forecast.store_migration.migrate_store`).
 """
@@ -71,6 +73,7 @@ def check_store(path, repair: bool = False) -> CheckResult:
     result.damaged = any(p.damaged or p.finalise or p.init_index is None for p in problems)
     result.leftovers = sorted(str(p.relative_to(path)) for p in path.rglob("*.partial"))
     result.leftovers += [str(p) for p in leftovers(path)]
+    result.leftovers += [str(f.relative_to(path)) for i in _final_dates(store) for f in store.statistics_part_files(i)]
     if result.leftovers:
         log.info("check: %d temporary file(s) of interrupted writes (harmless; rewritten or ignored by a rerun), "
                  "first: %s", len(result.leftovers), result.leftovers[0])
@@ -99,9 +102,27 @@ def _repair(store: EnsembleStore, problems: list, result: CheckResult) -> None:
         if finalise_statistics(store, i):
             result.finalised.append(init_times[i])
             log.info("check: init %s statistics finalised", init_times[i])
-        else:  # parts are missing (a migrated store): their blocks are recomputed
+        else:  # parts are missing (removed after finalisation, or a migrated store): their blocks are recomputed
             for a, b in store.reset(i, 0, 0):
                 _record(result, init_times[i], a, b)
+    for i in _final_dates(store):  # parts left by a finalisation killed while removing them
+        if store.drop_statistics_parts(i):
+            log.info("check: init %s statistics parts of the final statistics removed", init_times[i])
+
+
+def _final_dates(store: EnsembleStore) -> list[int]:
+    """Start dates whose streaming statistics are final (none without statistics)."""
+    if not store.schema.statistics.get("channels"):
+        return []
+    return [i for i in range(len(store.schema.init_times)) if _decodes(lambda: store.statistics_done(i)) is True]
+
+
+def _decodes(read):
+    """``read()``, or None when what it reads cannot be decoded (reported among the problems)."""
+    try:
+        return read()
+    except Exception:  # zarr and its codecs raise many types for a damaged chunk
+        return None
 
 
 def _record(result: CheckResult, init: str, a: int, b: int) -> None:

@@ -175,8 +175,9 @@ class RunSize:
         if self.statistics_channels:
             out.append(f"streaming statistics: {self.statistics_fields} arrays per lead and start date; the accumulator "
                        f"holds {_bytes(self.accumulator_bytes)} of host memory per process; the store keeps one "
-                       f"accumulator per block ({self.blocks:,} blocks) in statistics_parts: "
-                       f"{_bytes(self.blocks * self.accumulator_bytes)} per start date before zstd")
+                       f"accumulator per block ({self.blocks:,} blocks) in statistics_parts: up to "
+                       f"{_bytes(self.blocks * self.accumulator_bytes)} per start date before zstd, removed once "
+                       "its statistics are final")
         for label, only, packed in (("all channels, float32", False, False),
                                     ("statistics-only applied, float32", True, False),
                                     ("all channels, BitRound", False, True),

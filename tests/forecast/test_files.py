@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +69,22 @@ def test_file_digest_matches_hashlib_on_the_whole_bytes(tmp_path):
     path = tmp_path / "weights.safetensors"
     path.write_bytes(data)
     assert file_sha256(path) == hashlib.sha256(data).hexdigest()
+
+
+def test_the_rename_syncs_the_folder_entry_not_the_other_writers_beside_it(tmp_path, monkeypatch):
+    """Ranks create one store each in their own temporary folder beside it; a rank that renamed its folder
+    into place synced the whole parent tree, walking into another rank's folder while zarr renamed its
+    temporary files there (FileNotFoundError). Only the writer's own tree and the parent folder's entry
+    are synced."""
+    other = tmp_path / ".ensemble.zarr.0123456789ab.partial"
+    (other / "manifest").mkdir(parents=True)
+    (other / "manifest" / "zarr.json").write_text("{}")
+    opened = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda path, *args, **kwargs: (opened.append(Path(path)), real_open(path, *args, **kwargs))[1])
+    with atomic_write(tmp_path / "ensemble.zarr", replace=False) as tmp:
+        (tmp / "manifest").mkdir(parents=True)
+        (tmp / "manifest" / "zarr.json").write_text("{}")
+    assert (tmp_path / "ensemble.zarr" / "manifest" / "zarr.json").is_file()
+    assert [p for p in opened if p == other or other in p.parents] == []
+    assert tmp_path in opened and any(p.name == "zarr.json" for p in opened)  # own files and the parent's entry

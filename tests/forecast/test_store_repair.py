@@ -59,6 +59,22 @@ def reference(tiny_world, forecast_processes, tmp_path_factory):
     return path, result.seconds
 
 
+@pytest.fixture(scope="module")
+def unfinalised(tiny_world, tmp_path_factory):
+    """Every member and every block's statistics part stored, no start date's statistics finalised: what
+    a run killed just before finalisation leaves."""
+    path = tmp_path_factory.mktemp("unfinalised") / "ensemble.zarr"
+    engine = build_engine(with_statistics(tiny_world))
+    engine.finalise_statistics = lambda store, init_index: False  # the instance's, not the class's
+    engine.run(engine.create_store(path))
+    return path
+
+
+def part_files(path):
+    """The chunk files of the statistics parts (flags included) in the store at ``path``."""
+    return sorted(f for f in (path / "statistics_parts").rglob("*") if f.is_file() and f.name != "zarr.json")
+
+
 # -- statistics that cannot overlap ---------------------------------------------------------------
 def test_two_concurrent_runs_with_statistics_both_succeed_and_equal_one_run(tiny_world, forecast_processes, reference,
                                                                            tmp_path):
@@ -67,6 +83,88 @@ def test_two_concurrent_runs_with_statistics_both_succeed_and_equal_one_run(tiny
     results = [first.wait(), second.wait()]
     assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
     assert_identical(path, reference[0])
+    assert part_files(path) == []
+
+
+def test_a_finished_store_keeps_no_statistics_parts(reference, unfinalised):
+    """A part is about (24 + 8 x tail_members) bytes per lead, channel and point: one per block outgrows the
+    fields at scale, so finalisation removes them once the final statistics are durable."""
+    assert len(part_files(unfinalised)) > 0  # the parts are there until then
+    store = EnsembleStore.open(reference[0])
+    assert part_files(reference[0]) == []
+    assert [store.statistics_part_files(i) for i in range(2)] == [[], []]
+    assert [store.statistics_done(i) for i in range(2)] == [True, True]
+
+
+KILLED_FINALISATION = """
+import os, signal, sys
+from pathlib import Path
+import zarr.storage._local as local
+from ensembles.stats import finalise_statistics
+from forecast.store import EnsembleStore
+
+path, kill_at = sys.argv[1], int(sys.argv[2])
+operations = 0
+
+def counted(operation):
+    def counted_operation(*args, **kwargs):
+        global operations
+        if operations == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        operations += 1
+        return operation(*args, **kwargs)
+    return counted_operation
+
+local._put, Path.unlink = counted(local._put), counted(Path.unlink)  # every chunk write, every removal
+store = EnsembleStore.open(path)
+for i in range(len(store.schema.init_times)):
+    finalise_statistics(store, i)
+print(operations)
+"""
+
+
+def finalise_killed_at(path, kill_at):
+    """Finalise the statistics of the store at ``path`` in a process SIGKILLed just before its ``kill_at``-th
+    chunk write or file removal (-1: never); returns the process's result."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    return subprocess.run([sys.executable, "-c", KILLED_FINALISATION, str(path), str(kill_at)], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_sigkill_anywhere_in_finalisation_or_part_removal_then_rerun_gives_the_uninterrupted_store(
+        tiny_world, forecast_processes, reference, unfinalised, tmp_path):
+    counting = tmp_path / "counting.zarr"
+    shutil.copytree(unfinalised, counting)
+    whole = finalise_killed_at(counting, -1)
+    assert whole.returncode == 0, whole.stderr
+    operations = int(whole.stdout)
+    assert_identical(counting, reference[0])
+    rng = random.Random(SEED)
+    points = sorted({0, operations - 1, *rng.sample(range(1, operations - 1), 4)})
+    report, during_removal = [], 0
+    for kill_at in points:
+        path = tmp_path / f"killed-{kill_at}.zarr"
+        shutil.copytree(unfinalised, path)
+        killed = finalise_killed_at(path, kill_at)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        store = EnsembleStore.open(path)
+        left, final = len(part_files(path)), [store.statistics_done(i) for i in range(2)]
+        during_removal += any(final) and left > 0
+        report.append(f"killed before operation {kill_at}/{operations}: {left} part files left, final {final}")
+        checked = forecast_processes.run("-q", "check", path)  # leftover parts are harmless, unfinalised not
+        assert checked.returncode == (0 if all(final) else 3), f"{report[-1]}: {checked.stderr}"
+        if all(final):  # check --repair removes the leftovers (so does the rerun, below)
+            assert forecast_processes.run("-q", "check", "--repair", path).returncode == 0
+            assert part_files(path) == [], report[-1]
+        rerun = forecast_processes.run(*run_args(tiny_world, path))
+        assert rerun.returncode == 0, f"seed {SEED}, {report[-1]}: {rerun.stderr}"
+        assert_identical(path, reference[0])
+        assert part_files(path) == [], report[-1]
+    assert during_removal, f"seed {SEED}: no kill landed while parts were being removed:\n" + "\n".join(report)
 
 
 def test_killed_between_a_statistics_part_and_the_done_flags_resumes_to_the_same_store(tiny_world, reference,
@@ -121,24 +219,69 @@ def test_sigkill_at_random_points_with_statistics_then_rerun_gives_the_uninterru
     assert partial, f"seed {SEED}: no kill landed while the store was partly written:\n" + "\n".join(report)
 
 
-def test_check_flags_unfinalised_statistics_and_repair_finalises_them(forecast_processes, reference, tmp_path):
+def test_a_finaliser_whose_parts_are_removed_while_it_reads_them_stops_without_a_lock(reference, unfinalised,
+                                                                                     tmp_path):
+    """Where the file system has no locks, two finalisers can overlap: the one that finishes first removes
+    the parts the other is still reading (missing chunks read as zeros). The late one must not write."""
+    import contextlib
+
+    from ensembles.stats import finalise_statistics
+
+    path = tmp_path / "overlapping.zarr"
+    shutil.copytree(unfinalised, path)
+    late, first = EnsembleStore.open(path), EnsembleStore.open(path)
+    late.exclusive = first.exclusive = contextlib.nullcontext
+    read, blocks_read = late.statistics_part, []
+
+    def part_while_the_other_finishes(init_index, block):
+        arrays = read(init_index, block)
+        if len(blocks_read) == 2:
+            assert finalise_statistics(first, init_index)  # writes the statistics, removes the parts
+        blocks_read.append(block)
+        return arrays
+
+    late.statistics_part = part_while_the_other_finishes
+    assert finalise_statistics(late, 0)
+    stopped_after = list(blocks_read)
+    assert finalise_statistics(late, 1)  # undisturbed
+    assert_identical(path, reference[0])  # not the zeros of removed parts folded in
+    assert part_files(path) == [] and stopped_after == [0, 1, 2]  # stopped at the first part gone
+
+
+def test_check_flags_unfinalised_statistics_and_repair_finalises_them(forecast_processes, reference, unfinalised,
+                                                                      tmp_path):
     path = tmp_path / "unfinalised.zarr"
-    shutil.copytree(reference[0], path)
-    EnsembleStore.open(path).unfinalise(1)
+    shutil.copytree(unfinalised, path)
     checked = forecast_processes.run("-q", "check", path)
     assert checked.returncode == 3 and "statistics were not finalised" in checked.stderr, checked.stderr
     repaired = forecast_processes.run("-q", "check", "--repair", path)
-    assert "finalised the statistics of 1 start date(s)" in repaired.stderr, repaired.stderr
+    assert "finalised the statistics of 2 start date(s)" in repaired.stderr, repaired.stderr
     assert forecast_processes.run("-q", "check", path).returncode == 0
     assert_identical(path, reference[0])
+    assert part_files(path) == []
+
+
+def test_repair_resets_only_the_damaged_members_of_finalised_statistics(tiny_world, forecast_processes, reference,
+                                                                         tmp_path):
+    """Final statistics came from the members as computed: a shard damaged afterwards costs its members
+    only, not every block of the start date (whose parts are gone)."""
+    path = tmp_path / "final.zarr"
+    shutil.copytree(reference[0], path)
+    truncate(path / "u500" / "c" / "2" / "1" / "0" / "0" / "0")
+    forecast_processes.run("-q", "check", "--repair", path)
+    store = EnsembleStore.open(path)
+    assert np.flatnonzero(store.done[1] == 0).tolist() == [4, 5] and store.done[0].all()
+    assert store.statistics_done(1)
+    assert forecast_processes.run(*run_args(tiny_world, path)).returncode == 0
+    assert_identical(path, reference[0])
+    assert part_files(path) == []
 
 
 def test_finished_members_without_a_statistics_part_are_reset_by_repair(tiny_world, forecast_processes, reference,
-                                                                        tmp_path):
+                                                                        unfinalised, tmp_path):
     path = tmp_path / "inconsistent.zarr"
-    shutil.copytree(reference[0], path)
+    shutil.copytree(unfinalised, path)
     store = EnsembleStore.open(path)
-    store.unfinalise(0)
     store.group["statistics_parts/complete"][0, 2] = 0  # block 2's part lost, its members still marked done
     lo, hi = store.blocks[2]
     checked = forecast_processes.run("-q", "check", path)
@@ -201,12 +344,13 @@ def test_writing_into_a_corrupt_shard_with_finished_members_names_the_file(refer
         store.write(1, 4, 5, 0, values)
 
 
-@pytest.mark.parametrize("chunk", ["manifest/done/c/1/5", "manifest/checksum/c/1/5/0", "statistics_parts/complete/c/1/3",
+@pytest.mark.parametrize("chunk", ["manifest/done/c/1/5", "manifest/checksum/c/1/5/0", "statistics_parts/complete/c.1.3",
                                    "manifest/statistics_done/c/1"])
 def test_an_undecodable_manifest_or_part_flag_is_removed_by_repair_and_recomputed(tiny_world, forecast_processes,
-                                                                                   reference, tmp_path, chunk):
+                                                                                   reference, unfinalised, tmp_path,
+                                                                                   chunk):
     path = tmp_path / "flags.zarr"
-    shutil.copytree(reference[0], path)
+    shutil.copytree(unfinalised if chunk.startswith("statistics_parts") else reference[0], path)  # parts: till final
     flag = path / chunk
     flag.write_bytes(flag.read_bytes()[:-1] + bytes([flag.read_bytes()[-1] ^ 0x01]))  # the zstd checksum fails
     checked = forecast_processes.run("-q", "check", path)
