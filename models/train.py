@@ -18,6 +18,7 @@ from torch import nn
 
 from models.crps import fair_crps
 from forecast.errors import InputError
+from forecast.hashing import batch_sampler_seed, training_noise_seed
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def train(model: nn.Module, data: np.ndarray, settings: TrainSettings, seed: int
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda i: min(1.0, (i + 1) / 20) * 0.5 * (1 + math.cos(math.pi * i / settings.steps))
     )
-    sampler = torch.Generator().manual_seed(seed + 1)
+    sampler = torch.Generator().manual_seed(batch_sampler_seed(seed))
     share = settings.batch_size // world
     losses = []
     model.train()
@@ -106,7 +107,7 @@ def train(model: nn.Module, data: np.ndarray, settings: TrainSettings, seed: int
             window = sample_windows(data, settings.rollout_steps + 1, settings.batch_size, sampler, valid_starts)
             rows = range(rank * share, (rank + 1) * share)
             window = window[rows.start:rows.stop].to(device)
-            noise = [torch.Generator().manual_seed(_row_seed(seed, step, row)) for row in rows]
+            noise = [torch.Generator().manual_seed(training_noise_seed(seed, step, row)) for row in rows]
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
                 loss = loss_fn(model, window, noise, weights, step=step)
             optimiser.zero_grad(set_to_none=True)
@@ -125,11 +126,6 @@ def train(model: nn.Module, data: np.ndarray, settings: TrainSettings, seed: int
         model.to("cpu")
         model.eval()
     return losses
-
-
-def _row_seed(seed: int, step: int, row: int) -> int:
-    """Noise seed of one row of the global batch: the same whichever rank trains that row."""
-    return (seed * 1_000_003 + step) * 65_537 + row
 
 
 def rollout_mse(model, window: torch.Tensor, generators, weights: torch.Tensor, step: int = 0) -> torch.Tensor:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from forecast.hashing import checkpoint_seed
 from forecast.machine import available_cores
 from workflows.config import Config, ConfigError, TrainSection
 
@@ -165,7 +166,7 @@ def train_one(config: Config, name: str, k: int, local_rank: int = 0) -> Path:
     section = model_sets(config)[name]
     source, times, channels, dt_hours, mean, std = training_data(config, section)
     grid = source.grid
-    seed = section.seed + k
+    seed = checkpoint_seed(section.seed, k)
     settings = TrainSettings(steps=section.steps, batch_size=section.batch_size, learning_rate=section.learning_rate,
                              rollout_steps=section.rollout_steps)
     loss = VAELoss(**asdict(section.vae_loss)) if section.model == "vae" else None
