@@ -255,7 +255,7 @@ def _score(config: Config, root: Path, submitted: dict, jobs: dict) -> list[str]
             from workflows.recipes import score_store
 
             log.info("nightly: cycle %s: scoring", folder.name)
-            score_store(store, truth_path, out, workers=config.score.workers, scheduler=config.score.scheduler)
+            score_store(store, truth_path, out, **config.score.keywords())  # the config's score section
             scored.append(folder.name)
         else:
             job = _submit_score(config, folder, store, truth_path.resolve(), out, pending_job)
@@ -316,7 +316,7 @@ def _submit_score(config: Config, folder: Path, store: Path, truth: Path, out: P
         return previous
     options = [f"--job-name=score-{folder.name}", f"--output={folder.resolve()}/score-%j.out", *config.nightly.slurm.score]
     job = submit(scripts_folder(config.nightly.slurm.scripts) / "score.sbatch",
-                 [store.resolve(), "--truth", truth, "--out", out.resolve()], options, after=after)
+                 [store.resolve(), "--truth", truth, "--out", out.resolve(), *config.score.arguments()], options, after=after)
     _record_job(folder, "score", job)
     return job
 
