@@ -21,8 +21,10 @@ from ensembles.plan import PerturbationSettings
 from ensembles.stats import StatisticsSpec
 from forecast.data.planet_config import PlanetConfig
 from forecast.errors import InputError, SettingError
-from forecast.settings import at_least, is_number, positive
+from forecast.settings import at_least, is_number, one_of, positive
+from models.train_settings import TrainSettings, VAELossSettings
 from workflows.cluster import LOCAL_WORKER_MEMORY, SlurmOptions
+from workflows.slurm import check_options
 
 
 class ConfigError(InputError):
@@ -98,35 +100,29 @@ class PlanetSection:
     settings: PlanetConfig = field(default_factory=PlanetConfig)  # the planet's own settings class
 
 
-@dataclass(frozen=True)
-class VAELossSection:
-    """FuXi-ENS training loss (see ``models.train.VAELoss``)."""
-
-    samples: int = 2
-    beta: float = 1e-3
-    sample_from: str = "posterior"
-    mse_warmup_steps: int = 0
+VAELossSection = VAELossSettings  # train.vae_loss: the loss's own settings class
 
 
 @dataclass(frozen=True)
-class TrainSection:
-    """One set of checkpoints: ``checkpoints`` models of one family trained with seeds seed, seed+1, ..."""
+class TrainSection(TrainSettings):
+    """One set of checkpoints: ``checkpoints`` models of one family, checkpoint ``k`` trained with
+    ``forecast.hashing.checkpoint_seed(seed, k)``. The loop's settings are ``models.train_settings.TrainSettings``
+    (checked there; the defaults of ``steps`` and ``learning_rate`` are the demo's); the keys after them are
+    the workflow's."""
 
+    steps: int = 1000
+    learning_rate: float = 5e-3
     model: str = "sfno"
     checkpoints: int = 2
     seed: int = 0
     period: TimeRange = field(default_factory=lambda: TimeRange("2000-01-01T00", "2000-09-30T18", 6))
     architecture: dict = field(default_factory=dict)  # models.sfno.SFNOConfig fields
-    steps: int = 1000
-    batch_size: int = 8
-    learning_rate: float = 5e-3
-    rollout_steps: int = 1
     processes: int = 0  # 0: one per checkpoint, at most one per core
     device: str = "auto"  # as ensemble.device: a GPU when one is visible, else the CPU
     autocast_bf16: bool = False  # bf16 autocast of the network (spectral transforms stay float32)
     deterministic: bool = True  # on a GPU: deterministic kernels, no TF32 (models.precision)
     backend: str = "auto"  # process group under srun/torchrun: "auto" (nccl on GPUs, else gloo), "nccl", "gloo"
-    vae_loss: VAELossSection = field(default_factory=VAELossSection)
+    vae_loss: VAELossSettings = field(default_factory=VAELossSettings)
 
 
 @dataclass(frozen=True)
@@ -290,6 +286,13 @@ class SlurmSection:
     score: tuple = ()  # e.g. ["--cpus-per-task=32"]
     scripts: str = ""  # folder with ensemble.sbatch and score.sbatch; empty: the repository's slurm/
 
+    def __post_init__(self):
+        object.__setattr__(self, "ensemble", tuple(check_options(self.ensemble, "ensemble")))
+        object.__setattr__(self, "score", tuple(check_options(self.score, "score")))
+
+
+NIGHTLY_MODES = ("local", "slurm")
+
 
 @dataclass(frozen=True)
 class NightlySection:
@@ -303,6 +306,16 @@ class NightlySection:
     keep_cycles: int = 7  # newest cycles whose stores are kept; older stores are deleted, scores kept
     keep_logs: int = 60  # newest log files kept
     slurm: SlurmSection = field(default_factory=SlurmSection)
+
+    def __post_init__(self):
+        one_of(self.mode, NIGHTLY_MODES, "mode")
+        hours = self.cycle_hours
+        if not hours or any(not isinstance(h, int) or isinstance(h, bool) or not 0 <= h <= 23 for h in hours):
+            raise SettingError("cycle_hours", f"must be hours from 0 to 23, got {list(hours)}")
+        if self.catch_up < 0:
+            raise SettingError("catch_up", f"must not be negative, got {self.catch_up}")
+        for key in ("keep_cycles", "keep_logs"):  # the current cycle and the current log are always kept
+            at_least(getattr(self, key), 1, key)
 
 
 @dataclass(frozen=True)
@@ -540,10 +553,7 @@ def _planet(config: Config) -> None:
 def _train(t: TrainSection, where: str) -> None:
     if t.model not in MODEL_FAMILIES:
         raise ConfigError(f"{where}.model must be one of {MODEL_FAMILIES}, got {t.model!r}")
-    _at_least(t.checkpoints, 0, f"{where}.checkpoints")  # 0: train only the extra models
-    for key in ("steps", "batch_size", "rollout_steps"):
-        _at_least(getattr(t, key), 1, f"{where}.{key}")
-    _positive(t.learning_rate, f"{where}.learning_rate")
+    _at_least(t.checkpoints, 0, f"{where}.checkpoints")  # 0: train only the extra models; steps, ...: TrainSettings
     _at_least(t.processes, 0, f"{where}.processes")
     t.period.times(f"{where}.period")
 

@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 
 from ensembles.plan import PerturbationSettings
+from models.train_settings import TrainSettings, VAELossSettings
 from ensembles.stats import StatisticsSpec
 from forecast.data.planet_config import PlanetConfig
 from forecast.errors import SettingError
@@ -22,6 +23,7 @@ def test_sections_are_the_library_settings_classes():
     assert isinstance(config.ensemble.statistics, StatisticsSpec)
     assert type(config.planet.settings) is PlanetConfig and config.planet.settings.nlat == 17
     assert type(config.score.slurm) is SlurmOptions
+    assert isinstance(config.train, TrainSettings) and type(config.train.vae_loss) is VAELossSettings
 
 
 def test_library_settings_drops_the_workflow_keys_and_keeps_the_record_unchanged():
@@ -47,11 +49,27 @@ def test_library_settings_drops_the_workflow_keys_and_keeps_the_record_unchanged
     ("score.slurm.cores=0", "score.slurm.cores must be at least 1, got 0"),
     ("score.regions=[europe:70:35:0:10]", "score: region 'europe': south (70.0) must be below north (35.0)"),
     ("score.slurm.walltimee=1", "unknown config key 'score.slurm.walltimee'; did you mean 'walltime'?"),
+    ("train.steps=0", "train.steps must be at least 1, got 0"),
+    ("extra_models.vae.model=vae", None),
+    ("extra_models.vae.vae_loss.samples=1", "extra_models.vae.vae_loss.samples must be at least 2, got 1"),
+    ("train.vae_loss.sample_from=both", "train.vae_loss.sample_from must be one of ('posterior', 'prior'), got 'both'"),
+    ("nightly.mode=cron", "nightly.mode must be one of ('local', 'slurm'), got 'cron'"),
+    ("nightly.cycle_hours=[24]", "nightly.cycle_hours must be hours from 0 to 23, got [24]"),
+    ("nightly.slurm.score=[--wrap=ls]", "nightly.slurm.score holds '--wrap=ls', which is not an sbatch option"),
 ])
 def test_a_bad_setting_is_one_line_naming_its_key_path(override, message):
+    if message is None:  # a good setting next to the bad ones
+        assert load_config(TINY, [override]).extra_models["vae"].model == "vae"
+        return
     with pytest.raises(ConfigError) as error:
         load_config(TINY, [override])
     assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_the_training_settings_recorded_in_the_card_are_the_loop_s_alone():
+    settings = library_settings(TrainSettings, load_config(TINY).train)
+    assert dataclasses.asdict(settings) == {"steps": 30, "batch_size": 4, "learning_rate": 0.005, "weight_decay": 0.0,
+                                            "rollout_steps": 1, "log_every": 50}
 
 
 def test_the_same_check_refuses_the_setting_from_python():
