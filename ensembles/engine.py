@@ -43,7 +43,6 @@ from models.checkpoint import load_checkpoint, read_card
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class EnsembleEngine:
     """Runs the members of a plan, checkpoint by checkpoint and batch window by window, into a store.

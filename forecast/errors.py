@@ -50,7 +50,7 @@ class SettingError(InputError):
     """
 
     def __init__(self, key: str, problem: str):
-        super().__init__(f"{key} {problem}")
+        super().__init__(f"{key} {problem}" if key else problem)  # no key: the problem of the whole section
         self.key, self.problem = key, problem
 
 

@@ -31,6 +31,10 @@ class ConfigError(InputError):
     """A configuration that cannot be used; the message names the key."""
 
 
+DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+MODEL_FAMILIES = ("sfno", "vae")
+
+
 @dataclass(frozen=True)
 class TimeRange:
     """Start times from ``start`` to ``stop`` (inclusive) every ``every_hours``."""
@@ -39,16 +43,25 @@ class TimeRange:
     stop: str = "2000-01-01T00"
     every_hours: int = 24
 
-    def times(self, where: str = "time range") -> np.ndarray:
-        """The start times; a ``ConfigError`` naming ``where`` (e.g. ``ensemble.init_times``) for a date that
-        does not parse, a stop before the start or a step that is not positive."""
-        start, stop = parse_time(self.start, f"{where}.start"), parse_time(self.stop, f"{where}.stop")
+    def __post_init__(self):
+        start, stop = _time(self.start, "start"), _time(self.stop, "stop")
         if stop < start:
-            raise ConfigError(f"{where} stops ({self.stop}) before it starts ({self.start})")
-        if self.every_hours <= 0:
-            raise ConfigError(f"{where}.every_hours must be positive, got {self.every_hours}")
+            raise SettingError("", f"stops ({self.stop}) before it starts ({self.start})")
+        positive(self.every_hours, "every_hours")
+
+    def times(self) -> np.ndarray:
+        """The start times (``datetime64[ns]``)."""
+        start, stop = parse_time(self.start, "start"), parse_time(self.stop, "stop")
         step = np.timedelta64(self.every_hours, "h")
         return np.arange(start, stop + np.timedelta64(1, "s"), step).astype("datetime64[ns]")
+
+
+def _time(text: str, key: str) -> np.datetime64:
+    """:func:`parse_time` for a settings class: a ``SettingError`` naming ``key`` and the text."""
+    try:
+        return parse_time(text, key)
+    except ConfigError:
+        raise SettingError(f"{key}={text!r}", "is not a date and time such as 2000-01-22T00") from None
 
 
 def parse_time(text: str, where: str) -> np.datetime64:
@@ -76,6 +89,11 @@ class Paths:
     scores: str = "{workdir}/scores"
     experiments: str = "{workdir}/experiments"
 
+    def __post_init__(self):
+        for f in fields(self):
+            if not str(getattr(self, f.name)).strip():
+                raise SettingError(f.name, "is empty; give a path or leave the key out for the default")
+
     def resolve(self, name: str) -> Path:
         """The path ``name`` with ``{workdir}`` replaced; other braces are part of the path."""
         return Path(expand_workdir(getattr(self, name), self.workdir))
@@ -98,6 +116,11 @@ class PlanetSection:
     seed: int = 0
     analysis_seed: int = 1
     settings: PlanetConfig = field(default_factory=PlanetConfig)  # the planet's own settings class
+
+    def __post_init__(self):
+        _time(self.start, "start")
+        positive(self.days, "days")
+        at_least(self.spinup_days, 0, "spinup_days")
 
 
 VAELossSection = VAELossSettings  # train.vae_loss: the loss's own settings class
@@ -124,11 +147,20 @@ class TrainSection(TrainSettings):
     backend: str = "auto"  # process group under srun/torchrun: "auto" (nccl on GPUs, else gloo), "nccl", "gloo"
     vae_loss: VAELossSettings = field(default_factory=VAELossSettings)
 
+    def __post_init__(self):
+        super().__post_init__()  # the loop's settings
+        one_of(self.model, MODEL_FAMILIES, "model")
+        at_least(self.checkpoints, 0, "checkpoints")  # 0: train only the extra models
+        at_least(self.processes, 0, "processes")
+
 
 @dataclass(frozen=True)
 class SkillSection:
     lead_hours: int = 48
     init_times: TimeRange = field(default_factory=lambda: TimeRange("2000-03-01T00", "2000-09-20T00", 36))
+
+    def __post_init__(self):
+        positive(self.lead_hours, "lead_hours")
 
 
 @dataclass(frozen=True)
@@ -216,6 +248,16 @@ class EnsembleSection:
     perturbation: PerturbationSection = field(default_factory=PerturbationSection)
     statistics: StatisticsSection = field(default_factory=StatisticsSection)
     compression: CompressionSection = field(default_factory=CompressionSection)
+
+    def __post_init__(self):  # perturbation, statistics and compression checked themselves when built
+        at_least(self.lead_hours, 0, "lead_hours")
+        at_least(self.members_per_checkpoint, 0, "members_per_checkpoint")
+        b = self.batch_size
+        if b != "auto" and (isinstance(b, bool) or not isinstance(b, int) or b < 1):
+            raise SettingError("batch_size", f"must be a positive integer or 'auto', got {b!r}")
+        if not DEVICE.match(str(self.device)):
+            raise SettingError("device", f"must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        at_least(self.writer_threads, 1, "writer_threads")
 
 
 @dataclass(frozen=True)
@@ -437,7 +479,8 @@ def build(cls, data, where: str = "config"):
 
 
 def _path(where: str, key: str) -> str:
-    return key if where == "config" else f"{where}.{key}"
+    """The key path of ``key`` in the section at ``where`` (an empty key: the section itself)."""
+    return key if where == "config" else f"{where}.{key}" if key else where
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: typing.Sequence[str] = ()) -> Config:
@@ -482,9 +525,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: typing.Sequenc
     if not isinstance(base, dict):
         raise ConfigError(f"config.ensemble must be a mapping, got a {_kind(base)}")
     data["experiments"] = {str(name): _merged(base, changes or {}) for name, changes in experiments.items()}
-    config = build(Config, data)
-    validate(config)
-    return config
+    return build(Config, data)  # every section checks itself (forecast.settings), named by its key path
 
 
 def _kind(value) -> str:
@@ -510,62 +551,3 @@ def bundled_config(name: str) -> Path:
     if not path.is_file():
         raise ConfigError(f"no bundled config named {name!r}")
     return path
-
-
-# -- validation: what a type cannot say (a positive length scale, a device that exists, a date that parses),
-# refused with a ConfigError naming its key before any command reads data or writes a file
-DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-MODEL_FAMILIES = ("sfno", "vae")
-
-
-def validate(config: Config) -> None:
-    """Raise a ``ConfigError`` naming the first setting of ``config`` that cannot be used."""
-    for key in ("workdir", "nature", "analysis", "checkpoints", "store", "scores", "experiments"):
-        if not str(getattr(config.paths, key)).strip():
-            raise ConfigError(f"paths.{key} is empty; give a path or leave the key out for the default")
-    _planet(config)
-    for where, section in {"train": config.train, **{f"extra_models.{k}": v for k, v in config.extra_models.items()}}.items():
-        _train(section, where)
-    _positive(config.skill.lead_hours, "skill.lead_hours")
-    config.skill.init_times.times("skill.init_times")
-    sections = {"ensemble": config.ensemble, **{f"experiments.{k}": v for k, v in config.experiments.items()}}
-    for where, section in sections.items():
-        _ensemble(section, where)
-
-
-def _positive(value, where: str) -> None:
-    if not value > 0:
-        raise ConfigError(f"{where} must be positive, got {value}")
-
-
-def _at_least(value, low, where: str) -> None:
-    if not value >= low:
-        raise ConfigError(f"{where} must be at least {low}, got {value}")
-
-
-def _planet(config: Config) -> None:
-    p = config.planet  # p.settings is the planet's PlanetConfig, checked when built
-    parse_time(p.start, "planet.start")
-    _positive(p.days, "planet.days")
-    _at_least(p.spinup_days, 0, "planet.spinup_days")
-
-
-def _train(t: TrainSection, where: str) -> None:
-    if t.model not in MODEL_FAMILIES:
-        raise ConfigError(f"{where}.model must be one of {MODEL_FAMILIES}, got {t.model!r}")
-    _at_least(t.checkpoints, 0, f"{where}.checkpoints")  # 0: train only the extra models; steps, ...: TrainSettings
-    _at_least(t.processes, 0, f"{where}.processes")
-    t.period.times(f"{where}.period")
-
-
-def _ensemble(e: EnsembleSection, where: str) -> None:
-    _at_least(e.lead_hours, 0, f"{where}.lead_hours")
-    _at_least(e.members_per_checkpoint, 0, f"{where}.members_per_checkpoint")
-    b = e.batch_size
-    if b != "auto" and (isinstance(b, bool) or not isinstance(b, int) or b < 1):
-        raise ConfigError(f"{where}.batch_size must be a positive integer or 'auto', got {b!r}")
-    if not DEVICE.match(str(e.device)):
-        raise ConfigError(f"{where}.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {e.device!r}")
-    _at_least(e.writer_threads, 1, f"{where}.writer_threads")
-    e.init_times.times(f"{where}.init_times")
-    # perturbation, statistics and compression are the library's settings classes, checked when built

@@ -56,6 +56,10 @@ def test_library_settings_drops_the_workflow_keys_and_keeps_the_record_unchanged
     ("nightly.mode=cron", "nightly.mode must be one of ('local', 'slurm'), got 'cron'"),
     ("nightly.cycle_hours=[24]", "nightly.cycle_hours must be hours from 0 to 23, got [24]"),
     ("nightly.slurm.score=[--wrap=ls]", "nightly.slurm.score holds '--wrap=ls', which is not an sbatch option"),
+    ("train.period.stop=1999-01-01T00", "train.period stops (1999-01-01T00) before it starts (2000-01-01T00)"),
+    ("skill.init_times.every_hours=0", "skill.init_times.every_hours must be positive, got 0"),
+    ("experiments.w.members_per_checkpoint=-1", "experiments.w.members_per_checkpoint must be at least 0, got -1"),
+    ("train.model=gnn", "train.model must be one of ('sfno', 'vae'), got 'gnn'"),
 ])
 def test_a_bad_setting_is_one_line_naming_its_key_path(override, message):
     if message is None:  # a good setting next to the bad ones
@@ -70,6 +74,14 @@ def test_the_training_settings_recorded_in_the_card_are_the_loop_s_alone():
     settings = library_settings(TrainSettings, load_config(TINY).train)
     assert dataclasses.asdict(settings) == {"steps": 30, "batch_size": 4, "learning_rate": 0.005, "weight_decay": 0.0,
                                             "rollout_steps": 1, "log_every": 50}
+
+
+def test_a_section_changed_in_python_is_checked_as_a_file_would_be():
+    config = load_config(TINY)
+    with pytest.raises(SettingError, match="^device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'$"):
+        dataclasses.replace(config.ensemble, device="tpu")
+    with pytest.raises(SettingError, match="^stops"):
+        dataclasses.replace(config.ensemble.init_times, stop="1999-01-01T00")
 
 
 def test_the_same_check_refuses_the_setting_from_python():
