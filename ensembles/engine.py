@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ensembles.perturb import BredVector, SphericalGaussian, non_negative_floor
-from ensembles.plan import METHODS, MemberPlan
+from ensembles.plan import MemberPlan, PerturbationSettings  # noqa: F401  (PerturbationSettings: re-exported)
 from ensembles.ranks import split_windows
 from ensembles.seeds import member_generator, member_seed
 from ensembles.stats import EnsembleAccumulator, StatisticsSpec, finalise_statistics
@@ -41,26 +41,6 @@ from forecast.store import Checksums, EnsembleStore, StoreLayout, StoreSchema, s
 from models.checkpoint import load_checkpoint, read_card
 
 log = logging.getLogger(__name__)
-
-
-
-@dataclass(frozen=True)
-class PerturbationSettings:
-    """How initial states are perturbed. ``amplitude`` (physical units per channel) is the bred vector's
-    target amplitude, or the Gaussian noise's standard deviation; channels not named get none."""
-
-    method: str = "bred_vector"
-    channels: tuple = ("z500",)
-    amplitude: dict = field(default_factory=dict)
-    length_scale_km: float = 500.0
-    cycles: int = 3
-    boundary_latitude: float = 20.0
-    last_cycle_ends: str = "t"
-
-    def __post_init__(self):
-        if self.method not in METHODS:
-            raise InputError(f"perturbation method must be one of {METHODS}, got {self.method!r}")
-        object.__setattr__(self, "channels", tuple(self.channels))
 
 
 @dataclass

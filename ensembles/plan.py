@@ -17,13 +17,63 @@ ensemble, or on any rank. Perturbations are made in canonical groups of their ow
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from forecast.errors import InputError
+from forecast.errors import InputError, SettingError
+from forecast.settings import at_least, is_number, one_of, positive
 
 METHODS = ("bred_vector", "gaussian", "none")  # initial-condition perturbation methods
+LAST_CYCLE_ENDS = ("t", "t+6h")  # where the last breeding cycle ends: at the start time or one step after
 
 PERTURBATIONS = ("paired", "single", "none")
+
+
+@dataclass(frozen=True)
+class PerturbationSettings:
+    """How initial states are perturbed; also the config section ``ensemble.perturbation`` (which adds
+    ``amplitude_factor``). Checked here, and nowhere else, when built (:class:`forecast.errors.SettingError`
+    naming the field). No torch: the config is read and checked before any heavy import.
+
+    Parameters
+    ----------
+    method : str
+        One of :data:`METHODS`: ``"bred_vector"`` (HENS), ``"gaussian"`` (spherically correlated noise) or ``"none"``.
+    channels : tuple
+        Channels the seed noise is drawn on (``z500`` in HENS).
+    amplitude : dict
+        Channel -> the bred vector's target amplitude, or the Gaussian noise's standard deviation, in physical
+        units; channels not named get none.
+    length_scale_km : float
+        Correlation length of the spherical seed noise.
+    cycles : int
+        Breeding cycles (bred vectors).
+    boundary_latitude : float
+        Hemispheric rescaling poleward of this latitude, blended linearly across the tropics (degrees).
+    last_cycle_ends : str
+        ``"t"``: the last cycle ends at the start time; ``"t+6h"``: one model step after it.
+    """
+
+    method: str = "bred_vector"
+    channels: tuple = ("z500",)
+    amplitude: dict = field(default_factory=dict)
+    length_scale_km: float = 500.0
+    cycles: int = 3
+    boundary_latitude: float = 20.0
+    last_cycle_ends: str = "t"
+
+    def __post_init__(self):
+        one_of(self.method, METHODS, "method")
+        object.__setattr__(self, "channels", tuple(self.channels))
+        if self.method == "bred_vector":
+            at_least(self.cycles, 1, "cycles")
+        if self.method != "none":
+            positive(self.length_scale_km, "length_scale_km")
+        for channel, value in self.amplitude.items():
+            if not is_number(value) or not value >= 0:
+                raise SettingError(f"amplitude.{channel}", f"must be a non-negative number, got {value!r}")
+        if not 0 <= self.boundary_latitude < 90:
+            raise SettingError("boundary_latitude", f"must lie in [0, 90) degrees, got {self.boundary_latitude}")
+        one_of(self.last_cycle_ends, LAST_CYCLE_ENDS, "last_cycle_ends")
 
 
 @dataclass(frozen=True)

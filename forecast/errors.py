@@ -40,6 +40,20 @@ class InputError(ForecastError, ValueError):
     exit_code = 2
 
 
+class SettingError(InputError):
+    """A field of one of the library's settings dataclasses that cannot be used (exit 2). ``key`` names the
+    field (``cycles``, ``mountains[0]``); read from a config, the key path is put in front of it
+    (``ensemble.perturbation.cycles must be at least 1, got -1``) by ``workflows.config.build``.
+
+    >>> str(SettingError("cycles", "must be at least 1, got -1"))
+    'cycles must be at least 1, got -1'
+    """
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(f"{key} {problem}" if key else problem)  # no key: the problem of the whole section
+        self.key, self.problem = key, problem
+
+
 class StoreError(ForecastError):
     """A store that does not exist, is unfinished, has another schema or fails its manifest (exit 3)."""
 

@@ -18,26 +18,10 @@ from torch import nn
 
 from models.crps import fair_crps
 from forecast.errors import InputError
+from forecast.hashing import batch_sampler_seed, training_noise_seed
+from models.train_settings import TrainSettings, VAELossSettings  # noqa: F401  (TrainSettings: re-exported)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Optimiser and loop settings of one training run (AdamW, warm-up then cosine schedule)."""
-
-    steps: int = 600
-    batch_size: int = 8
-    learning_rate: float = 2e-3
-    weight_decay: float = 0.0
-    rollout_steps: int = 1
-    log_every: int = 50
-
-    def __post_init__(self):
-        if self.steps < 1 or self.batch_size < 1 or self.rollout_steps < 1:
-            raise InputError("steps, batch_size and rollout_steps must be at least 1")
-        if not self.learning_rate > 0:
-            raise InputError(f"learning_rate must be positive, got {self.learning_rate}")
 
 
 def seeded_init(build, seed: int):
@@ -97,7 +81,7 @@ def train(model: nn.Module, data: np.ndarray, settings: TrainSettings, seed: int
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda i: min(1.0, (i + 1) / 20) * 0.5 * (1 + math.cos(math.pi * i / settings.steps))
     )
-    sampler = torch.Generator().manual_seed(seed + 1)
+    sampler = torch.Generator().manual_seed(batch_sampler_seed(seed))
     share = settings.batch_size // world
     losses = []
     model.train()
@@ -106,7 +90,7 @@ def train(model: nn.Module, data: np.ndarray, settings: TrainSettings, seed: int
             window = sample_windows(data, settings.rollout_steps + 1, settings.batch_size, sampler, valid_starts)
             rows = range(rank * share, (rank + 1) * share)
             window = window[rows.start:rows.stop].to(device)
-            noise = [torch.Generator().manual_seed(_row_seed(seed, step, row)) for row in rows]
+            noise = [torch.Generator().manual_seed(training_noise_seed(seed, step, row)) for row in rows]
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
                 loss = loss_fn(model, window, noise, weights, step=step)
             optimiser.zero_grad(set_to_none=True)
@@ -127,11 +111,6 @@ def train(model: nn.Module, data: np.ndarray, settings: TrainSettings, seed: int
     return losses
 
 
-def _row_seed(seed: int, step: int, row: int) -> int:
-    """Noise seed of one row of the global batch: the same whichever rank trains that row."""
-    return (seed * 1_000_003 + step) * 65_537 + row
-
-
 def rollout_mse(model, window: torch.Tensor, generators, weights: torch.Tensor, step: int = 0) -> torch.Tensor:
     """Area-weighted MSE of an autoregressive rollout over the window (the SFNO's loss)."""
     x = window[:, 0]
@@ -143,27 +122,16 @@ def rollout_mse(model, window: torch.Tensor, generators, weights: torch.Tensor, 
 
 
 @dataclass(frozen=True)
-class VAELoss:
+class VAELoss(VAELossSettings):
     """Fair CRPS over ``samples`` latent draws per input plus ``beta`` x KL(q || p) (FuXi-ENS).
 
     ``sample_from="posterior"`` draws the training samples from q(z | x_t, x_t+1), as a conditional VAE
     does; ``"prior"`` draws them from p(z | x_t), which trains the ensemble's spread directly. For the first
     ``mse_warmup_steps`` the loss is the MSE of the prior-mean forecast (plus the KL term). With
-    ``rollout_steps > 1`` each sample continues from its own previous prediction.
+    ``rollout_steps > 1`` each sample continues from its own previous prediction. The settings and their
+    checks: :class:`models.train_settings.VAELossSettings`.
     """
 
-    samples: int = 2
-    beta: float = 1e-3
-    sample_from: str = "posterior"
-    mse_warmup_steps: int = 0
-
-    def __post_init__(self):
-        if self.samples < 2:
-            raise InputError(f"the fair CRPS needs at least 2 samples per input, got {self.samples}")
-        if self.sample_from not in ("posterior", "prior"):
-            raise InputError(f"sample_from must be 'posterior' or 'prior', got {self.sample_from!r}")
-        if self.beta < 0:
-            raise InputError(f"beta must be non-negative, got {self.beta}")
 
     def __call__(self, model, window: torch.Tensor, generators, weights: torch.Tensor, step: int = 10**9) -> torch.Tensor:
         n = self.samples

@@ -4,6 +4,7 @@ back through others, the launcher's environment is read only in ``workflows/``."
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -97,6 +98,8 @@ def test_data_readers_do_not_import_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False"
+
+
 def test_nothing_below_workflows_reads_the_launcher_environment_or_a_config_file():
     readers = [str(p.relative_to(ROOT)) for package in ("forecast", "models", "ensembles")
                for p in (ROOT / package).rglob("*.py")
@@ -119,3 +122,38 @@ def test_files_are_renamed_into_place_only_by_the_atomic_write_helper():
     renamers = [str(p.relative_to(ROOT)) for package in PACKAGES for p in (ROOT / package).rglob("*.py")
                 if p.name != "files.py" and any(f"{call}(" in p.read_text() for call in ("os.replace", "os.rename"))]
     assert renamers == []
+
+
+SEED_NAME = re.compile(r"(^|_)seed$")  # seed, base_seed, set_seed; not seed_mask (a tensor)
+# splitmix64 mixing of (seed, row id) inside a compiled kernel: per element, where a SHA-256 cannot run
+SEED_ARITHMETIC_ALLOWED = {"forecast/hashing.py", "forecast/verify/_kernels.py"}
+
+
+def seed_arithmetic(path: Path) -> list[str]:
+    """Every ``+ - * // % ** << ^`` whose operand is a seed (a name such as ``seed`` or ``base_seed``, also
+    inside ``int(...)``), as ``file:line: expression``."""
+    def operand(node):
+        while isinstance(node, ast.Call) and len(node.args) == 1:  # int(seed), np.uint64(seed)
+            node = node.args[0]
+        name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else ""
+        return bool(SEED_NAME.search(name))
+
+    return [f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}" for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.BinOp) and (operand(node.left) or operand(node.right))]
+
+
+def test_seeds_are_derived_only_in_forecast_hashing():
+    found = [line for package in PACKAGES for p in sorted((ROOT / package).rglob("*.py"))
+             if str(p.relative_to(ROOT)) not in SEED_ARITHMETIC_ALLOWED for line in seed_arithmetic(p)]
+    assert found == []
+
+
+def test_the_seed_arithmetic_finder_finds_seed_arithmetic(tmp_path):
+    path = ROOT / "tests" / "test_layers.py"  # this file's own examples below
+    found = seed_arithmetic(path)
+    assert any("seed + 1" in line for line in found) and any("int(base_seed) * 1000" in line for line in found)
+    assert not any("seed_mask" in line for line in found)
+
+
+def _examples(seed, base_seed, seed_mask, x, i):  # read by the test above, never called
+    return seed + 1, int(base_seed) * 1000 + i, seed_mask * x

@@ -77,20 +77,34 @@ def cmd_score(args):
 
     from workflows.recipes import score_store
 
-    from forecast.verify import Region, parse_dims
-    from workflows.cluster import SlurmOptions
+    from forecast.verify import parse_dims
 
     out = args.out or str(Path(args.store).with_suffix("")) + "-scores"
-    slurm = None
-    if args.slurm:
-        slurm = SlurmOptions(jobs=args.slurm, cores=args.slurm_cores, processes=args.slurm_processes or args.slurm_cores,
-                             memory=args.slurm_memory, walltime=args.slurm_walltime, queue=args.slurm_queue or "",
-                             account=args.slurm_account or "")
-    regions = [Region.parse(text) for text in args.region or []]
-    report = score_store(args.store, args.truth, out, workers=args.workers, scheduler=args.scheduler or "", slurm=slurm,
-                         regions=regions, chunk_mb=args.chunk_mb, worker_memory=args.worker_memory or "",
-                         regrid=args.regrid, dims=parse_dims(args.dims), allow_partial=args.allow_partial)
+    report = score_store(args.store, args.truth, out, regrid=args.regrid, dims=parse_dims(args.dims),
+                         **score_section(args).keywords())
     print(f"report: {report}")
+
+
+SCORE_FLAGS = {"workers": "workers", "scheduler": "scheduler", "worker_memory": "worker_memory", "chunk_mb": "chunk_mb",
+               "allow_partial": "allow_partial", "region": "regions"}
+SLURM_FLAGS = {"slurm": "jobs", "slurm_cores": "cores", "slurm_processes": "processes", "slurm_memory": "memory",
+               "slurm_walltime": "walltime", "slurm_queue": "queue", "slurm_account": "account",
+               "slurm_interface": "interface", "slurm_job_extra": "job_extra"}
+
+
+def score_section(args):
+    """The ``score`` section of ``--config`` (else the defaults) with the flags given on the command line
+    in place of its keys, checked as a config's would be (``--slurm-cores=0`` names ``score.slurm.cores``)."""
+    from dataclasses import asdict
+
+    from workflows.config import ScoreSection, build, load_config
+
+    section = load_config(args.config).score if args.config else ScoreSection()
+    data = asdict(section)
+    given = {flag: getattr(args, flag) for flag in SCORE_FLAGS}
+    data.update({SCORE_FLAGS[flag]: value for flag, value in given.items() if value is not None and value is not False})
+    data["slurm"].update({key: getattr(args, flag) for flag, key in SLURM_FLAGS.items() if getattr(args, flag) is not None})
+    return build(ScoreSection, data, "score")
 
 
 def cmd_import_checkpoint(args):
@@ -224,22 +238,31 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--dims", metavar="ROLE=NAME,...", help="dimension names of a store another tool wrote, "
                        "e.g. member=ensemble,init_time=time (roles: member, init_time, lead_time, lat, lon)")
     score.add_argument("--out", help="output folder (default: STORE-scores)")
-    score.add_argument("--workers", type=int, default=0, help="local Dask workers (default: one per core)")
+    from workflows.config import ScoreSection
+
+    defaults = ScoreSection()  # the one home of the defaults: the config's score section
+    score.add_argument("--config", help="YAML config whose score: section gives the settings below (each flag given "
+                       "overrides its key); default: the defaults shown")
+    score.add_argument("--workers", type=int, help="local Dask workers (default: one per core)")
     score.add_argument("--scheduler", help="address of a running Dask scheduler instead of a local cluster")
-    score.add_argument("--worker-memory", help="memory limit per local worker (default 1.5GiB)")
-    score.add_argument("--chunk-mb", type=float, default=64, help="Dask chunk size: all members x a tile (default 64)")
+    score.add_argument("--worker-memory", help=f"memory limit per local worker (default {defaults.worker_memory})")
+    score.add_argument("--chunk-mb", type=float, help=f"Dask chunk size: all members x a tile (default {defaults.chunk_mb:g})")
     score.add_argument("--allow-partial", action="store_true", help="score an unfinished store: the members finished "
                        "at every start date (the report and scores.nc say so); without it an unfinished store is refused")
     score.add_argument("--region", action="append", metavar="NAME:S:N:W:E",
                        help="extra region box in degrees (repeatable), e.g. europe:35:70:-10:30")
     slurm = score.add_argument_group("Slurm (dask-jobqueue SLURMCluster instead of a local cluster)")
+    o = defaults.slurm
     slurm.add_argument("--slurm", type=int, metavar="JOBS", help="submit JOBS Slurm jobs of Dask workers")
-    slurm.add_argument("--slurm-cores", type=int, default=8, help="cores per job (default 8)")
+    slurm.add_argument("--slurm-cores", type=int, help=f"cores per job (default {o.cores})")
     slurm.add_argument("--slurm-processes", type=int, help="worker processes per job (default: one per core)")
-    slurm.add_argument("--slurm-memory", default="32GB", help="memory per job (default 32GB)")
-    slurm.add_argument("--slurm-walltime", default="01:00:00", help="wall time per job (default 01:00:00)")
+    slurm.add_argument("--slurm-memory", help=f"memory per job (default {o.memory})")
+    slurm.add_argument("--slurm-walltime", help=f"wall time per job (default {o.walltime})")
     slurm.add_argument("--slurm-queue", help="partition")
     slurm.add_argument("--slurm-account", help="account to charge")
+    slurm.add_argument("--slurm-interface", help="network interface of the workers (e.g. ib0)")
+    slurm.add_argument("--slurm-job-extra", action="append", metavar="OPTION",
+                       help="extra #SBATCH option of the worker jobs, e.g. --slurm-job-extra=--exclusive (repeatable)")
     score.set_defaults(func=cmd_score)
     info = sub.add_parser("info", help="what a store holds: members, checkpoints, dates, leads, channels, complete "
                           "or partial, size, compression")

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from forecast.errors import InputError, SystemFailure
+from forecast.settings import at_least
 
 log = logging.getLogger(__name__)
 
@@ -16,12 +17,18 @@ LOCAL_WORKER_MEMORY = "1.5GiB"  # per local worker: Dask spills, then pauses the
 
 @dataclass(frozen=True)
 class SlurmOptions:
-    """Resources of one Slurm job of Dask workers (dask-jobqueue ``SLURMCluster``); ``jobs`` jobs are
-    submitted. ``cores`` worker threads share ``memory`` in each job, split into ``processes`` workers."""
+    """Resources of the Slurm jobs of Dask workers (dask-jobqueue ``SLURMCluster``) that score a large store:
+    ``jobs`` jobs, each of ``cores`` worker threads sharing ``memory``, split into ``processes`` workers (0: one
+    per core). Also the config section ``score.slurm`` (``jobs: 0``, the default: no Slurm workers) and the
+    defaults of ``forecast score --slurm-*``: the one home of these defaults.
 
-    jobs: int = 1
+    >>> SlurmOptions(jobs=2, cores=4).worker_processes
+    4
+    """
+
+    jobs: int = 0
     cores: int = 8
-    processes: int = 8
+    processes: int = 0
     memory: str = "32GB"
     walltime: str = "01:00:00"
     queue: str = ""
@@ -29,14 +36,25 @@ class SlurmOptions:
     interface: str = ""
     job_extra: tuple = ()
 
+    def __post_init__(self):
+        at_least(self.jobs, 0, "jobs")
+        at_least(self.cores, 1, "cores")
+        at_least(self.processes, 0, "processes")
+        object.__setattr__(self, "job_extra", tuple(self.job_extra))
+
+    @property
+    def worker_processes(self) -> int:
+        """Dask worker processes per job."""
+        return self.processes or self.cores
+
     def cluster(self):
         """The (not yet scaled) ``SLURMCluster``; constructing it starts only a local scheduler."""
         from dask_jobqueue import SLURMCluster
 
-        if self.jobs < 1 or self.cores < 1 or self.processes < 1:
-            raise InputError(f"Slurm jobs, cores and processes must be at least 1, got {self}")
-        kwargs = {"cores": self.cores, "processes": self.processes, "memory": self.memory, "walltime": self.walltime,
-                  "job_extra_directives": list(self.job_extra),
+        if self.jobs < 1:
+            raise InputError(f"Slurm jobs must be at least 1 to start Slurm workers, got {self.jobs}")
+        kwargs = {"cores": self.cores, "processes": self.worker_processes, "memory": self.memory,
+                  "walltime": self.walltime, "job_extra_directives": list(self.job_extra),
                   "scheduler_options": {"dashboard_address": dashboard_address()}}
         if self.queue:
             kwargs["queue"] = self.queue
@@ -87,7 +105,7 @@ def dask_client(workers: int = 1, scheduler: str = "", slurm: SlurmOptions | Non
         if slurm is not None:
             cluster = slurm.cluster()
             cluster.scale(jobs=slurm.jobs)
-            log.info("dask: %d Slurm job(s) of %d worker(s) requested", slurm.jobs, slurm.processes)
+            log.info("dask: %d Slurm job(s) of %d worker(s) requested", slurm.jobs, slurm.worker_processes)
             log.info("dask: %s", dashboard_line(cluster))
         else:
             cluster = LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True,

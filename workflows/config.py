@@ -17,11 +17,22 @@ from pathlib import Path
 
 import numpy as np
 
-from forecast.errors import InputError
+from ensembles.plan import PerturbationSettings
+from ensembles.stats import StatisticsSpec
+from forecast.data.planet_config import PlanetConfig
+from forecast.errors import InputError, SettingError
+from forecast.settings import at_least, is_number, one_of, positive
+from models.train_settings import TrainSettings, VAELossSettings
+from workflows.cluster import LOCAL_WORKER_MEMORY, SlurmOptions
+from workflows.slurm import check_options
 
 
 class ConfigError(InputError):
     """A configuration that cannot be used; the message names the key."""
+
+
+DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+MODEL_FAMILIES = ("sfno", "vae")
 
 
 @dataclass(frozen=True)
@@ -32,16 +43,25 @@ class TimeRange:
     stop: str = "2000-01-01T00"
     every_hours: int = 24
 
-    def times(self, where: str = "time range") -> np.ndarray:
-        """The start times; a ``ConfigError`` naming ``where`` (e.g. ``ensemble.init_times``) for a date that
-        does not parse, a stop before the start or a step that is not positive."""
-        start, stop = parse_time(self.start, f"{where}.start"), parse_time(self.stop, f"{where}.stop")
+    def __post_init__(self):
+        start, stop = _time(self.start, "start"), _time(self.stop, "stop")
         if stop < start:
-            raise ConfigError(f"{where} stops ({self.stop}) before it starts ({self.start})")
-        if self.every_hours <= 0:
-            raise ConfigError(f"{where}.every_hours must be positive, got {self.every_hours}")
+            raise SettingError("", f"stops ({self.stop}) before it starts ({self.start})")
+        positive(self.every_hours, "every_hours")
+
+    def times(self) -> np.ndarray:
+        """The start times (``datetime64[ns]``)."""
+        start, stop = parse_time(self.start, "start"), parse_time(self.stop, "stop")
         step = np.timedelta64(self.every_hours, "h")
         return np.arange(start, stop + np.timedelta64(1, "s"), step).astype("datetime64[ns]")
+
+
+def _time(text: str, key: str) -> np.datetime64:
+    """:func:`parse_time` for a settings class: a ``SettingError`` naming ``key`` and the text."""
+    try:
+        return parse_time(text, key)
+    except ConfigError:
+        raise SettingError(f"{key}={text!r}", "is not a date and time such as 2000-01-22T00") from None
 
 
 def parse_time(text: str, where: str) -> np.datetime64:
@@ -69,6 +89,11 @@ class Paths:
     scores: str = "{workdir}/scores"
     experiments: str = "{workdir}/experiments"
 
+    def __post_init__(self):
+        for f in fields(self):
+            if not str(getattr(self, f.name)).strip():
+                raise SettingError(f.name, "is empty; give a path or leave the key out for the default")
+
     def resolve(self, name: str) -> Path:
         """The path ``name`` with ``{workdir}`` replaced; other braces are part of the path."""
         return Path(expand_workdir(getattr(self, name), self.workdir))
@@ -90,38 +115,43 @@ class PlanetSection:
     spinup_days: float = 60.0
     seed: int = 0
     analysis_seed: int = 1
-    settings: dict = field(default_factory=dict)  # forecast.data.planet.PlanetConfig fields
+    settings: PlanetConfig = field(default_factory=PlanetConfig)  # the planet's own settings class
+
+    def __post_init__(self):
+        _time(self.start, "start")
+        positive(self.days, "days")
+        at_least(self.spinup_days, 0, "spinup_days")
+
+
+VAELossSection = VAELossSettings  # train.vae_loss: the loss's own settings class
 
 
 @dataclass(frozen=True)
-class VAELossSection:
-    """FuXi-ENS training loss (see ``models.train.VAELoss``)."""
+class TrainSection(TrainSettings):
+    """One set of checkpoints: ``checkpoints`` models of one family, checkpoint ``k`` trained with
+    ``forecast.hashing.checkpoint_seed(seed, k)``. The loop's settings are ``models.train_settings.TrainSettings``
+    (checked there; the defaults of ``steps`` and ``learning_rate`` are the demo's); the keys after them are
+    the workflow's."""
 
-    samples: int = 2
-    beta: float = 1e-3
-    sample_from: str = "posterior"
-    mse_warmup_steps: int = 0
-
-
-@dataclass(frozen=True)
-class TrainSection:
-    """One set of checkpoints: ``checkpoints`` models of one family trained with seeds seed, seed+1, ..."""
-
+    steps: int = 1000
+    learning_rate: float = 5e-3
     model: str = "sfno"
     checkpoints: int = 2
     seed: int = 0
     period: TimeRange = field(default_factory=lambda: TimeRange("2000-01-01T00", "2000-09-30T18", 6))
     architecture: dict = field(default_factory=dict)  # models.sfno.SFNOConfig fields
-    steps: int = 1000
-    batch_size: int = 8
-    learning_rate: float = 5e-3
-    rollout_steps: int = 1
     processes: int = 0  # 0: one per checkpoint, at most one per core
     device: str = "auto"  # as ensemble.device: a GPU when one is visible, else the CPU
     autocast_bf16: bool = False  # bf16 autocast of the network (spectral transforms stay float32)
     deterministic: bool = True  # on a GPU: deterministic kernels, no TF32 (models.precision)
     backend: str = "auto"  # process group under srun/torchrun: "auto" (nccl on GPUs, else gloo), "nccl", "gloo"
-    vae_loss: VAELossSection = field(default_factory=VAELossSection)
+    vae_loss: VAELossSettings = field(default_factory=VAELossSettings)
+
+    def __post_init__(self):
+        super().__post_init__()  # the loop's settings
+        one_of(self.model, MODEL_FAMILIES, "model")
+        at_least(self.checkpoints, 0, "checkpoints")  # 0: train only the extra models
+        at_least(self.processes, 0, "processes")
 
 
 @dataclass(frozen=True)
@@ -129,47 +159,77 @@ class SkillSection:
     lead_hours: int = 48
     init_times: TimeRange = field(default_factory=lambda: TimeRange("2000-03-01T00", "2000-09-20T00", 36))
 
-
-@dataclass(frozen=True)
-class PerturbationSection:
-    method: str = "bred_vector"
-    channels: tuple = ("z500",)
-    amplitude_factor: float | str = 0.35  # times the checkpoint's RMSE at skill.lead_hours; "auto": calibrated
-    amplitude: dict = field(default_factory=dict)  # explicit amplitudes (physical units) instead
-    length_scale_km: float = 500.0
-    cycles: int = 3
-    boundary_latitude: float = 20.0
-    last_cycle_ends: str = "t"
+    def __post_init__(self):
+        positive(self.lead_hours, "lead_hours")
 
 
 @dataclass(frozen=True)
-class StatisticsSection:
-    """Streaming statistics; ``only`` names channels kept as statistics alone (no member fields)."""
+class PerturbationSection(PerturbationSettings):
+    """``ensemble.perturbation``: the engine's :class:`ensembles.plan.PerturbationSettings` (checked there)
+    plus where the amplitudes come from when ``amplitude`` names none: ``amplitude_factor`` times each
+    checkpoint's RMSE at ``skill.lead_hours``, or ``"auto"``: the factor calibrated on training-period dates."""
+
+    amplitude_factor: float | str = 0.35
+
+    def __post_init__(self):
+        super().__post_init__()
+        factor = self.amplitude_factor
+        if not (factor == "auto" or is_number(factor)):
+            raise SettingError("amplitude_factor", f"must be a number or 'auto', got {factor!r}")
+        if factor != "auto":
+            at_least(factor, 0, "amplitude_factor")
+
+
+@dataclass(frozen=True)
+class StatisticsSection(StatisticsSpec):
+    """``ensemble.statistics``: the engine's :class:`ensembles.stats.StatisticsSpec` (checked there) plus
+    ``only``: channels kept as statistics alone (no member fields). No ``channels``: no statistics."""
 
     channels: tuple = ()
     only: tuple = ()
-    thresholds: dict = field(default_factory=dict)  # channel -> thresholds in physical units
-    quantiles: tuple = ()
-    tail_members: int = 0
+
+    def __post_init__(self):
+        if any(not is_number(q) or not 0 <= q <= 1 for q in self.quantiles):  # before the spec converts them
+            raise SettingError("quantiles", f"must be numbers in [0, 1], got {list(self.quantiles)}")
+        for channel, values in self.thresholds.items():
+            values = values if isinstance(values, (list, tuple)) else [values]
+            if not all(map(is_number, values)):
+                raise SettingError(f"thresholds.{channel}", f"must be a list of numbers, got {values!r}")
+        object.__setattr__(self, "thresholds", {c: v if isinstance(v, (list, tuple)) else [v]
+                                                for c, v in self.thresholds.items()})
+        super().__post_init__()
+        object.__setattr__(self, "only", tuple(self.only))
 
 
 @dataclass(frozen=True)
 class CompressionSection:
     """``keepbits``: channel -> float32 mantissa bits kept (BitRound, lossy), or ``auto``: per stored
     channel, the fewest bits holding ``information`` of the analyses' real information (``forecast.bitinfo``),
-    chosen once when the store is created and recorded in it."""
+    chosen once when the store is created and recorded in it. ``zstd_level``: Zstandard level, 0..22."""
 
     keepbits: dict | str = field(default_factory=dict)
     information: float = 0.99
     zstd_level: int = 3
 
     def __post_init__(self):
-        if isinstance(self.keepbits, str) and self.keepbits != "auto":
-            raise ConfigError(f"compression.keepbits must be a mapping of channels to bits or 'auto', got {self.keepbits!r}")
-        if not isinstance(self.keepbits, (dict, str)):
-            raise ConfigError(f"compression.keepbits must be a mapping of channels to bits or 'auto', got {self.keepbits!r}")
+        if not (isinstance(self.keepbits, dict) or self.keepbits == "auto"):
+            raise SettingError("keepbits", f"must be a mapping of channels to bits or 'auto', got {self.keepbits!r}")
         if not 0 < self.information <= 1:
-            raise ConfigError(f"compression.information must be in (0, 1], got {self.information}")
+            raise SettingError("information", f"must be in (0, 1], got {self.information}")
+        if not 0 <= self.zstd_level <= 22:
+            raise SettingError("zstd_level", f"must lie in 0..22, got {self.zstd_level}")
+
+
+def library_settings(cls, section, **changes):
+    """The library's settings ``cls`` from a config ``section`` that is ``cls`` or a subclass of it adding
+    keys only the workflows read (``amplitude_factor``, ``only``), with ``changes`` (e.g. the amplitudes
+    found from the checkpoints' skill): the one step from a config section to a library object.
+
+    >>> section = PerturbationSection(cycles=2, amplitude_factor=0.5)
+    >>> library_settings(PerturbationSettings, section, amplitude={"z500": 40.0})
+    PerturbationSettings(method='bred_vector', channels=('z500',), amplitude={'z500': 40.0}, length_scale_km=500.0, cycles=2, boundary_latitude=20.0, last_cycle_ends='t')
+    """
+    return cls(**{**{f.name: getattr(section, f.name) for f in fields(cls)}, **changes})
 
 
 @dataclass(frozen=True)
@@ -189,6 +249,16 @@ class EnsembleSection:
     statistics: StatisticsSection = field(default_factory=StatisticsSection)
     compression: CompressionSection = field(default_factory=CompressionSection)
 
+    def __post_init__(self):  # perturbation, statistics and compression checked themselves when built
+        at_least(self.lead_hours, 0, "lead_hours")
+        at_least(self.members_per_checkpoint, 0, "members_per_checkpoint")
+        b = self.batch_size
+        if b != "auto" and (isinstance(b, bool) or not isinstance(b, int) or b < 1):
+            raise SettingError("batch_size", f"must be a positive integer or 'auto', got {b!r}")
+        if not DEVICE.match(str(self.device)):
+            raise SettingError("device", f"must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        at_least(self.writer_threads, 1, "writer_threads")
+
 
 @dataclass(frozen=True)
 class DataSection:
@@ -197,8 +267,56 @@ class DataSection:
 
 @dataclass(frozen=True)
 class ScoreSection:
+    """How a store is scored (``forecast demo``, ``forecast nightly``, and ``forecast score --config``, whose
+    flags override these): the keyword arguments of :func:`workflows.recipes.score_store`."""
+
     workers: int = 0  # 0: one per core
     scheduler: str = ""  # address of a running dask scheduler; empty: start a local cluster
+    worker_memory: str = LOCAL_WORKER_MEMORY  # memory limit per local Dask worker
+    chunk_mb: float = 64  # Dask chunk size: all members x a tile
+    regions: tuple = ()  # extra boxes "NAME:SOUTH:NORTH:WEST:EAST" (degrees) beside the standard four
+    allow_partial: bool = False  # score the members finished at every start date of an unfinished store
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)  # Dask workers in Slurm jobs when slurm.jobs > 0
+
+    def __post_init__(self):
+        at_least(self.workers, 0, "workers")
+        positive(self.chunk_mb, "chunk_mb")
+        if not self.worker_memory.strip():
+            raise SettingError("worker_memory", "is empty; give a size such as 4GiB or leave the key out")
+        object.__setattr__(self, "regions", tuple(self.regions))
+        if self.regions:  # only then: forecast.verify imports xarray
+            from forecast.verify import Region
+
+            for text in self.regions:
+                Region.parse(str(text))
+
+    def keywords(self) -> dict:
+        """The keyword arguments of :func:`workflows.recipes.score_store` these settings give."""
+        from forecast.verify import Region
+
+        return {"workers": self.workers, "scheduler": self.scheduler, "worker_memory": self.worker_memory,
+                "chunk_mb": self.chunk_mb, "regions": [Region.parse(str(r)) for r in self.regions],
+                "allow_partial": self.allow_partial, "slurm": self.slurm if self.slurm.jobs else None}
+
+    def arguments(self) -> list[str]:
+        """The same settings as ``forecast score`` options (for the score job ``forecast nightly`` submits);
+        ``--workers`` only when set (else the job's allocated cores).
+
+        >>> ScoreSection(chunk_mb=32, regions=("europe:35:70:-10:30",)).arguments()
+        ['--chunk-mb', '32.0', '--worker-memory', '1.5GiB', '--region', 'europe:35:70:-10:30']
+        """
+        out = (["--workers", str(self.workers)] if self.workers else []) + (["--scheduler", self.scheduler] if self.scheduler else [])
+        out += ["--chunk-mb", str(float(self.chunk_mb)), "--worker-memory", self.worker_memory]
+        out += [item for region in self.regions for item in ("--region", str(region))]
+        out += ["--allow-partial"] if self.allow_partial else []
+        o = self.slurm
+        if o.jobs:
+            out += ["--slurm", str(o.jobs), "--slurm-cores", str(o.cores), "--slurm-processes", str(o.processes),
+                    "--slurm-memory", o.memory, "--slurm-walltime", o.walltime]
+            out += [item for name in ("queue", "account", "interface") if getattr(o, name)
+                    for item in (f"--slurm-{name}", getattr(o, name))]
+            out += [f"--slurm-job-extra={option}" for option in o.job_extra]
+        return out
 
 
 @dataclass(frozen=True)
@@ -209,6 +327,13 @@ class SlurmSection:
     ensemble: tuple = ()  # e.g. ["--nodes=2", "--ntasks-per-node=4", "--time=03:00:00"]
     score: tuple = ()  # e.g. ["--cpus-per-task=32"]
     scripts: str = ""  # folder with ensemble.sbatch and score.sbatch; empty: the repository's slurm/
+
+    def __post_init__(self):
+        object.__setattr__(self, "ensemble", tuple(check_options(self.ensemble, "ensemble")))
+        object.__setattr__(self, "score", tuple(check_options(self.score, "score")))
+
+
+NIGHTLY_MODES = ("local", "slurm")
 
 
 @dataclass(frozen=True)
@@ -223,6 +348,16 @@ class NightlySection:
     keep_cycles: int = 7  # newest cycles whose stores are kept; older stores are deleted, scores kept
     keep_logs: int = 60  # newest log files kept
     slurm: SlurmSection = field(default_factory=SlurmSection)
+
+    def __post_init__(self):
+        one_of(self.mode, NIGHTLY_MODES, "mode")
+        hours = self.cycle_hours
+        if not hours or any(not isinstance(h, int) or isinstance(h, bool) or not 0 <= h <= 23 for h in hours):
+            raise SettingError("cycle_hours", f"must be hours from 0 to 23, got {list(hours)}")
+        if self.catch_up < 0:
+            raise SettingError("catch_up", f"must not be negative, got {self.catch_up}")
+        for key in ("keep_cycles", "keep_logs"):  # the current cycle and the current log are always kept
+            at_least(getattr(self, key), 1, key)
 
 
 @dataclass(frozen=True)
@@ -333,7 +468,19 @@ def build(cls, data, where: str = "config"):
         if key not in names:
             raise ConfigError(f"unknown config key '{where}.{key}'{_closest(str(key), names)}".replace("'config.", "'"))
     values = {k: _convert(v, hints[k], f"{where}.{k}".replace("config.", "", 1)) for k, v in data.items()}
-    return cls(**values)
+    try:
+        return cls(**values)  # the class checks its own fields (forecast.settings)
+    except ConfigError:
+        raise
+    except SettingError as error:  # a field the class refused: named by its key path
+        raise ConfigError(f"{_path(where, error.key)} {error.problem}") from None
+    except InputError as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def _path(where: str, key: str) -> str:
+    """The key path of ``key`` in the section at ``where`` (an empty key: the section itself)."""
+    return key if where == "config" else f"{where}.{key}" if key else where
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: typing.Sequence[str] = ()) -> Config:
@@ -378,9 +525,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: typing.Sequenc
     if not isinstance(base, dict):
         raise ConfigError(f"config.ensemble must be a mapping, got a {_kind(base)}")
     data["experiments"] = {str(name): _merged(base, changes or {}) for name, changes in experiments.items()}
-    config = build(Config, data)
-    validate(config)
-    return config
+    return build(Config, data)  # every section checks itself (forecast.settings), named by its key path
 
 
 def _kind(value) -> str:
@@ -406,107 +551,3 @@ def bundled_config(name: str) -> Path:
     if not path.is_file():
         raise ConfigError(f"no bundled config named {name!r}")
     return path
-
-
-# -- validation: what a type cannot say (a positive length scale, a device that exists, a date that parses),
-# refused with a ConfigError naming its key before any command reads data or writes a file
-DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-LAST_CYCLE_ENDS = ("t", "t+6h")
-MODEL_FAMILIES = ("sfno", "vae")
-
-
-def validate(config: Config) -> None:
-    """Raise a ``ConfigError`` naming the first setting of ``config`` that cannot be used."""
-    for key in ("workdir", "nature", "analysis", "checkpoints", "store", "scores", "experiments"):
-        if not str(getattr(config.paths, key)).strip():
-            raise ConfigError(f"paths.{key} is empty; give a path or leave the key out for the default")
-    _planet(config)
-    for where, section in {"train": config.train, **{f"extra_models.{k}": v for k, v in config.extra_models.items()}}.items():
-        _train(section, where)
-    _positive(config.skill.lead_hours, "skill.lead_hours")
-    config.skill.init_times.times("skill.init_times")
-    sections = {"ensemble": config.ensemble, **{f"experiments.{k}": v for k, v in config.experiments.items()}}
-    for where, section in sections.items():
-        _ensemble(section, where)
-    _at_least(config.score.workers, 0, "score.workers")
-
-
-def _positive(value, where: str) -> None:
-    if not value > 0:
-        raise ConfigError(f"{where} must be positive, got {value}")
-
-
-def _at_least(value, low, where: str) -> None:
-    if not value >= low:
-        raise ConfigError(f"{where} must be at least {low}, got {value}")
-
-
-def _planet(config: Config) -> None:
-    p = config.planet
-    parse_time(p.start, "planet.start")
-    _positive(p.days, "planet.days")
-    _at_least(p.spinup_days, 0, "planet.spinup_days")
-    if not p.settings:
-        return
-    from forecast.data.planet import PlanetConfig
-
-    build(PlanetConfig, p.settings, "planet.settings")  # unknown keys and wrong types, named
-    for key in ("nlat", "nlon", "solver_nlat", "solver_nlon", "truncation", "output_hours", "solver_dt"):
-        if key in p.settings:
-            _positive(p.settings[key], f"planet.settings.{key}")
-    for k, mountain in enumerate(p.settings.get("mountains", ())):
-        if not (isinstance(mountain, (list, tuple)) and len(mountain) == 4
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in mountain)):
-            raise ConfigError(f"planet.settings.mountains[{k}] must be [latitude, longitude, height_m, width_deg], "
-                              f"got {mountain!r}")
-    band = p.settings.get("stirring_band")
-    if band is not None and not (len(band) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in band)
-                                 and 0 < band[0] <= band[1]):
-        raise ConfigError(f"planet.settings.stirring_band must be two wavenumbers [low, high], got {list(band)}")
-
-
-def _train(t: TrainSection, where: str) -> None:
-    if t.model not in MODEL_FAMILIES:
-        raise ConfigError(f"{where}.model must be one of {MODEL_FAMILIES}, got {t.model!r}")
-    _at_least(t.checkpoints, 0, f"{where}.checkpoints")  # 0: train only the extra models
-    for key in ("steps", "batch_size", "rollout_steps"):
-        _at_least(getattr(t, key), 1, f"{where}.{key}")
-    _positive(t.learning_rate, f"{where}.learning_rate")
-    _at_least(t.processes, 0, f"{where}.processes")
-    t.period.times(f"{where}.period")
-
-
-def _ensemble(e: EnsembleSection, where: str) -> None:
-    _at_least(e.lead_hours, 0, f"{where}.lead_hours")
-    _at_least(e.members_per_checkpoint, 0, f"{where}.members_per_checkpoint")
-    b = e.batch_size
-    if b != "auto" and (isinstance(b, bool) or not isinstance(b, int) or b < 1):
-        raise ConfigError(f"{where}.batch_size must be a positive integer or 'auto', got {b!r}")
-    if not DEVICE.match(str(e.device)):
-        raise ConfigError(f"{where}.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {e.device!r}")
-    _at_least(e.writer_threads, 1, f"{where}.writer_threads")
-    e.init_times.times(f"{where}.init_times")
-    p, key = e.perturbation, f"{where}.perturbation"
-    from ensembles.plan import METHODS  # no torch: the config is read before any heavy import
-
-    if p.method not in METHODS:
-        raise ConfigError(f"{key}.method must be one of {METHODS}, got {p.method!r}")
-    if p.method == "bred_vector":
-        _at_least(p.cycles, 1, f"{key}.cycles")
-    if p.method != "none":
-        _positive(p.length_scale_km, f"{key}.length_scale_km")
-    if isinstance(p.amplitude_factor, (int, float)):
-        _at_least(p.amplitude_factor, 0, f"{key}.amplitude_factor")
-    for channel, value in p.amplitude.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise ConfigError(f"{key}.amplitude.{channel} must be a non-negative number, got {value!r}")
-    if not 0 <= p.boundary_latitude < 90:
-        raise ConfigError(f"{key}.boundary_latitude must lie in [0, 90) degrees, got {p.boundary_latitude}")
-    if p.last_cycle_ends not in LAST_CYCLE_ENDS:
-        raise ConfigError(f"{key}.last_cycle_ends must be one of {LAST_CYCLE_ENDS}, got {p.last_cycle_ends!r}")
-    s = e.statistics
-    if any(isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 <= q <= 1 for q in s.quantiles):
-        raise ConfigError(f"{where}.statistics.quantiles must be numbers in [0, 1], got {list(s.quantiles)}")
-    _at_least(s.tail_members, 0, f"{where}.statistics.tail_members")
-    if not 0 <= e.compression.zstd_level <= 22:
-        raise ConfigError(f"{where}.compression.zstd_level must lie in 0..22, got {e.compression.zstd_level}")

@@ -214,10 +214,9 @@ def _model_shape(config: Config, checkpoint: Path):
     s = config.sizing
     if s.channels and s.nlat and s.nlon:
         return tuple(s.channels), s.nlat, s.nlon, s.dt_hours, "config sizing section (no checkpoint card yet)"
-    from forecast.data.planet import CHANNELS
-    from workflows.recipes import planet_config
+    from forecast.data.planet_config import CHANNELS
 
-    planet = planet_config(config)
+    planet = config.planet.settings
     return (tuple(s.channels) or CHANNELS, s.nlat or planet.nlat, s.nlon or planet.nlon, planet.output_hours,
             "the planet's settings (no checkpoint card yet)")
 

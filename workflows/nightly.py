@@ -36,12 +36,11 @@ import numpy as np
 from forecast.errors import ForecastError
 from forecast.files import write_atomic
 from workflows.completeness import is_scored
-from workflows.config import Config, ConfigError, TimeRange, expand_workdir
+from workflows.config import Config, TimeRange, expand_workdir
 from workflows.lock import exclusive_lock
 
 log = logging.getLogger(__name__)
 
-MODES = ("local", "slurm")
 CYCLE_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}$")
 
 
@@ -61,28 +60,10 @@ def nightly_root(config: Config) -> Path:
     return Path(expand_workdir(config.nightly.root, config.paths.workdir))
 
 
-def check_settings(config: Config) -> None:
-    n = config.nightly
-    if n.mode not in MODES:
-        raise ConfigError(f"nightly.mode must be one of {MODES}, got {n.mode!r}")
-    if not n.cycle_hours or any(not isinstance(h, int) or isinstance(h, bool) or not 0 <= h <= 23 for h in n.cycle_hours):
-        raise ConfigError(f"nightly.cycle_hours must be hours from 0 to 23, got {list(n.cycle_hours)}")
-    if n.catch_up < 0:
-        raise ConfigError(f"nightly.catch_up must not be negative, got {n.catch_up}")
-    for key in ("keep_cycles", "keep_logs"):  # the current cycle and the current log are always kept
-        if getattr(n, key) < 1:
-            raise ConfigError(f"nightly.{key} must be at least 1, got {getattr(n, key)}")
-    if n.mode == "slurm":
-        from workflows.slurm import check_options
-
-        check_options(n.slurm.ensemble, "nightly.slurm.ensemble")
-        check_options(n.slurm.score, "nightly.slurm.score")
-
-
 def run_nightly(config: Config, config_path: str | os.PathLike, overrides=()) -> NightlyRun:
     """Run one nightly cycle for ``config`` (read from ``config_path`` with ``overrides``, which Slurm jobs
     receive too). Raises ``LockHeld`` at once when another invocation is running."""
-    check_settings(config)
+    # the nightly and slurm sections checked themselves when the config was built (workflows.config)
     root = nightly_root(config)
     root.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(root / "nightly.lock"):
@@ -255,7 +236,7 @@ def _score(config: Config, root: Path, submitted: dict, jobs: dict) -> list[str]
             from workflows.recipes import score_store
 
             log.info("nightly: cycle %s: scoring", folder.name)
-            score_store(store, truth_path, out, workers=config.score.workers, scheduler=config.score.scheduler)
+            score_store(store, truth_path, out, **config.score.keywords())  # the config's score section
             scored.append(folder.name)
         else:
             job = _submit_score(config, folder, store, truth_path.resolve(), out, pending_job)
@@ -316,7 +297,7 @@ def _submit_score(config: Config, folder: Path, store: Path, truth: Path, out: P
         return previous
     options = [f"--job-name=score-{folder.name}", f"--output={folder.resolve()}/score-%j.out", *config.nightly.slurm.score]
     job = submit(scripts_folder(config.nightly.slurm.scripts) / "score.sbatch",
-                 [store.resolve(), "--truth", truth, "--out", out.resolve()], options, after=after)
+                 [store.resolve(), "--truth", truth, "--out", out.resolve(), *config.score.arguments()], options, after=after)
     _record_job(folder, "score", job)
     return job
 

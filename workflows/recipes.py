@@ -15,25 +15,13 @@ import numpy as np
 
 from forecast.files import atomic_write
 from forecast.machine import available_cores
-from workflows.config import Config, ConfigError
+from workflows.config import Config, ConfigError, library_settings
 from workflows.training import checkpoint_dirs, model_sets, train_checkpoints  # noqa: F401
 
 log = logging.getLogger(__name__)
 
 
 # -- planet ---------------------------------------------------------------------------------------
-def planet_config(config: Config):
-    """``planet.settings`` as a ``forecast.data.planet.PlanetConfig``; unknown keys and wrong types are named."""
-    from dataclasses import replace
-
-    from forecast.data.planet import PlanetConfig
-    from workflows.config import build
-
-    settings = build(PlanetConfig, config.planet.settings, "planet.settings")
-    return replace(settings, mountains=tuple(tuple(m) for m in settings.mountains),
-                   stirring_band=tuple(settings.stirring_band))
-
-
 def make_planet(config: Config) -> tuple[Path, Path]:
     """Write the nature run and the analyses (skipped when both already exist)."""
     from forecast.data.planet import analyses, nature_run
@@ -43,7 +31,7 @@ def make_planet(config: Config) -> tuple[Path, Path]:
         log.info("planet: %s and %s exist, skipping", nature_path, analysis_path)
         return nature_path, analysis_path
     p = config.planet
-    settings = planet_config(config)
+    settings = p.settings  # a forecast.data.planet.PlanetConfig
     n_times = int(round(p.days * 24 / settings.output_hours))
     began = time.perf_counter()
     log.info("planet: spinning up %g days, then %d states every %d h", p.spinup_days, n_times, settings.output_hours)
@@ -97,22 +85,20 @@ def compute_skill(config: Config) -> dict:
 
 # -- ensemble -------------------------------------------------------------------------------------
 def perturbation_settings(config: Config, checkpoints: list[Path], section=None):
-    from ensembles.engine import PerturbationSettings
+    """The engine's perturbation settings from the section (:func:`workflows.config.library_settings`), with the
+    amplitudes found from the checkpoints' skill when the section names none."""
+    from ensembles.plan import PerturbationSettings
     from ensembles.skill import load_skill
 
     p = (section or config.ensemble).perturbation
     amplitude = dict(p.amplitude)
-    factor = p.amplitude_factor
-    if isinstance(factor, str) and factor != "auto":
-        raise ConfigError(f"perturbation.amplitude_factor must be a number or 'auto', got {factor!r}")
+    factor = p.amplitude_factor  # a number or "auto" (checked when the config was read)
     if p.method != "none" and not amplitude:
         skills = [load_skill(d, config.skill.lead_hours) for d in checkpoints]
         channels = skills[0].keys()
         factor = 1.0 if factor == "auto" else factor  # auto: the RMSE itself, scaled once calibrated
         amplitude = {c: factor * float(np.mean([s[c] for s in skills])) for c in channels}
-    return PerturbationSettings(method=p.method, channels=p.channels, amplitude=amplitude,
-                                length_scale_km=p.length_scale_km, cycles=p.cycles,
-                                boundary_latitude=p.boundary_latitude, last_cycle_ends=p.last_cycle_ends)
+    return library_settings(PerturbationSettings, p, amplitude=amplitude)
 
 
 def ensemble_section(config: Config, experiment: str | None = None):
@@ -155,10 +141,7 @@ def build_engine(config: Config, local_rank: int = 0, experiment: str | None = N
     batch_size = resolve_batch_size(e.batch_size, store_path(config, experiment), device=device, rank=rank,
                                     measure=lambda: auto_batch_size(checkpoints[0], device, card.model_grid.shape))
     s = e.statistics
-    statistics = None
-    if s.channels:
-        statistics = StatisticsSpec(channels=s.channels, thresholds=s.thresholds, quantiles=s.quantiles,
-                                    tail_members=s.tail_members)
+    statistics = library_settings(StatisticsSpec, s) if s.channels else None
     # ERA5 (WeatherBench2, ARCO, CDS) is read through the lexicon; another grid needs data.regrid
     analyses = open_source(config.paths.resolve("analysis"), name="analyses", grid=card.model_grid,
                            channels=card.channels, regrid=config.data.regrid)
@@ -390,15 +373,13 @@ def demo(config: Config) -> Path:
     compute_skill(config)
     truth = config.paths.resolve("nature")
     scores_dir = config.paths.resolve("scores")
-    report = score_store(run_ensemble(config), truth, scores_dir, workers=config.score.workers,
-                         scheduler=config.score.scheduler)
+    report = score_store(run_ensemble(config), truth, scores_dir, **config.score.keywords())
     if not config.experiments:
         return report
     score_files = {"ensemble": scores_dir / "scores.nc"}
     for name in config.experiments:
         out = scores_dir / name
-        score_store(run_ensemble(config, experiment=name), truth, out, workers=config.score.workers,
-                    scheduler=config.score.scheduler)
+        score_store(run_ensemble(config, experiment=name), truth, out, **config.score.keywords())
         score_files[name] = out / "scores.nc"
     return append_comparison(report, score_files, describe_experiments(config))
 

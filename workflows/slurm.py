@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from forecast.errors import InputError, SystemFailure
+from forecast.errors import InputError, SettingError, SystemFailure
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,13 @@ def scripts_folder(configured: str = "") -> Path:
 
 
 def check_options(options, where: str) -> list[str]:
-    """``options`` as a list of ``--name=value`` items; anything else (a positional, ``--wrap``) is refused."""
+    """``options`` as a list of ``--name=value`` items; anything else (a positional, ``--wrap``) is a
+    ``SettingError`` naming ``where`` (the key, e.g. ``ensemble`` of ``nightly.slurm``)."""
     options = [str(o) for o in options]
     for option in options:
         if not option.startswith("--") or option.startswith("--wrap"):
-            raise InputError(f"{where}: {option!r} is not an sbatch option of the form --name=value (--wrap is refused)")
+            raise SettingError(where, f"holds {option!r}, which is not an sbatch option of the form --name=value "
+                                      "(--wrap is refused)")
     return options
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from forecast.hashing import checkpoint_seed
 from forecast.machine import available_cores
-from workflows.config import Config, ConfigError, TrainSection
+from workflows.config import Config, ConfigError, TrainSection, library_settings
 
 log = logging.getLogger(__name__)
 FAMILIES = ("sfno", "vae")
@@ -165,10 +166,9 @@ def train_one(config: Config, name: str, k: int, local_rank: int = 0) -> Path:
     section = model_sets(config)[name]
     source, times, channels, dt_hours, mean, std = training_data(config, section)
     grid = source.grid
-    seed = section.seed + k
-    settings = TrainSettings(steps=section.steps, batch_size=section.batch_size, learning_rate=section.learning_rate,
-                             rollout_steps=section.rollout_steps)
-    loss = VAELoss(**asdict(section.vae_loss)) if section.model == "vae" else None
+    seed = checkpoint_seed(section.seed, k)
+    settings = library_settings(TrainSettings, section)
+    loss = library_settings(VAELoss, section.vae_loss) if section.model == "vae" else None
     training = {"period": [str(times[0]), str(times[-1])], **asdict(settings)}
     if loss is not None:
         training["loss"] = {"name": "fair CRPS + beta KL", **asdict(loss)}

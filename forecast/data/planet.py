@@ -31,57 +31,20 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from forecast.data.planet_config import CHANNELS, PlanetConfig  # noqa: F401  (re-exported)
 from forecast.errors import InputError
 from forecast.grid import Grid
 from forecast.hashing import derived_seed
 
 log = logging.getLogger(__name__)
 
-CHANNELS = ("z500", "u500", "v500", "tcwv")
 GRAVITY = 9.80616
 HOUR = 3600.0
 DAY = 86400.0
-
-
-@dataclass(frozen=True)
-class PlanetConfig:
-    """Everything that defines a planet's climate and its nature run."""
-
-    nlat: int = 33
-    nlon: int = 64
-    solver_nlat: int = 32
-    solver_nlon: int = 64
-    truncation: int = 21
-    solver_dt: float = 1800.0
-    output_hours: int = 6
-    mean_depth: float = 5500.0
-    jet_depth_contrast: float = 1500.0
-    jet_latitude: float = 42.0
-    jet_width: float = 6.0
-    mountains: tuple = ((40.0, 100.0, 1500.0, 12.0), (45.0, 250.0, 1200.0, 9.0), (-40.0, 290.0, 800.0, 7.0))
-    stirring_amplitude: float = 2e-10
-    stirring_days: float = 2.0
-    stirring_band: tuple = (6, 16)
-    stirring_latitude: float = 45.0
-    stirring_width: float = 15.0
-    relaxation_days: float = 3.0
-    drag_days: float = 30.0
-    moisture_days: float = 4.0
-    moisture_tropics: float = 45.0
-    moisture_width: float = 22.0
-    hyperdiffusion_hours: float = 3.0
-    obs_error_std: dict = field(default_factory=lambda: {"z500": 150.0, "u500": 1.0, "v500": 1.0, "tcwv": 1.0})
-    obs_error_length_km: float = 500.0
-
-    @property
-    def grid(self) -> Grid:
-        """The output grid (equiangular ``nlat`` x ``nlon``)."""
-        return Grid(self.nlat, self.nlon)
 
 
 class PlanetSolver(torch.nn.Module):

@@ -48,11 +48,11 @@ def test_amplitude_factor_auto_is_chosen_recorded_and_reused(tiny_world, tmp_pat
     assert "amplitude_factor: auto" in report.read_text()
 
 
-def test_amplitude_factor_must_be_a_number_or_auto(tiny_world):
-    from workflows import recipes
-    from workflows.config import ConfigError
+def test_amplitude_factor_must_be_a_number_or_auto_when_the_config_is_read():
+    from forecast.errors import SettingError
+    from workflows.config import ConfigError, PerturbationSection, bundled_config, load_config
 
-    perturbation = dataclasses.replace(tiny_world.ensemble.perturbation, amplitude_factor="big")
-    config = dataclasses.replace(tiny_world, ensemble=dataclasses.replace(tiny_world.ensemble, perturbation=perturbation))
-    with pytest.raises(ConfigError, match="amplitude_factor must be a number or 'auto', got 'big'"):
-        recipes.build_engine(config)
+    with pytest.raises(ConfigError, match="^ensemble.perturbation.amplitude_factor must be a number or 'auto', got 'big'$"):
+        load_config(bundled_config("tiny"), ["ensemble.perturbation.amplitude_factor=big"])
+    with pytest.raises(SettingError, match="^amplitude_factor must be at least 0, got -1"):
+        PerturbationSection(amplitude_factor=-1)  # the same check from Python

@@ -97,3 +97,31 @@ def test_bad_nightly_settings_are_refused_before_anything_runs(tiny_world, forec
     result = forecast_processes.run(*args)
     assert result.returncode == 2 and len(result.error_lines) == 1 and message in result.error_lines[0], result.stderr
     assert not (tmp_path / "nightly").exists()
+
+
+def test_the_config_s_score_settings_reach_the_nightly_scoring(tiny_world, tmp_path, monkeypatch):
+    """``score:`` keys beyond workers (regions, chunk size, worker memory, allow_partial) reach ``score_store``
+    in nightly scoring, and the extra region is in the cycle's scores."""
+    import xarray as xr
+
+    from forecast.verify import Region
+    from workflows import recipes
+    from workflows.config import load_config, with_workdir
+    from workflows.nightly import run_nightly
+
+    root = tmp_path / "nightly"
+    overrides = [f"nightly.root={root}", "nightly.keep_cycles=1", "score.workers=1", "score.chunk_mb=0.5",
+                 "score.worker_memory=3GiB", "score.regions=[europe:35:70:-10:30]", "score.allow_partial=true"]
+    config = with_workdir(load_config(TINY, overrides), tiny_world.paths.workdir)
+    calls, real = [], recipes.score_store
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(recipes, "score_store", recording)
+    run_nightly(config, TINY, overrides)
+    assert calls == [{"workers": 1, "scheduler": "", "worker_memory": "3GiB", "chunk_mb": 0.5, "allow_partial": True,
+                      "regions": [Region.box("europe", 35, 70, -10, 30)], "slurm": None}]
+    scores = xr.open_dataset(root / "cycles" / CYCLE / "scores" / "scores.nc")
+    assert "europe" in scores["region"].values.tolist()

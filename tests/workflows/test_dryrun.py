@@ -122,3 +122,18 @@ def test_hens_channels_are_makanis_74chq_order_and_the_statistics_split_is_consi
     assert set(statistics.only) <= set(statistics.channels) <= set(channels)
     kept = [c for c in channels if c not in statistics.only]
     assert kept == ["u10m", "v10m", "t2m", "sp", "msl", "tcwv", "d2m", "z500", "t850", "q700"]
+
+
+def test_a_dry_run_sized_from_the_planet_s_settings_does_not_import_torch(tmp_path):
+    """Without a checkpoint or a sizing section the run is sized from ``planet.settings`` (a ``PlanetConfig``),
+    which is read and checked without torch."""
+    script = ("import sys; from workflows.cli import main; code = main(sys.argv[1:]); "
+              "print('TORCH IMPORTED' if 'torch' in sys.modules else 'no torch'); sys.exit(code)")
+    tiny = str(bundled_config("tiny"))
+    result = subprocess.run([sys.executable, "-c", script, "run", tiny, "--dry-run", "planet.settings.nlat=21"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert result.returncode == 0, result.stderr
+    assert "the planet's settings (no checkpoint card yet)" in result.stdout
+    assert result.stdout.rstrip().endswith("no torch")
+    assert resolved_part(result.stdout)["planet"]["settings"]["nlat"] == 21
