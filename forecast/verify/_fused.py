@@ -243,18 +243,22 @@ def score_fields(f: xr.DataArray, y: xr.DataArray, events=None, twcrps_threshold
     """
     dims = [d for d in f.dims if d != "member"]
     y = y.transpose(*dims)
+
+    def like_f(a):  # the forecast's chunks: Dask would otherwise split the member chunks to match (and re-seed ties)
+        return a.chunk({d: f.chunksizes[d] for d in a.dims if d in dims}) if f.chunks is not None else a
+
+    y, twcrps_threshold = like_f(y), None if twcrps_threshold is None else like_f(twcrps_threshold)
     names = list(events or {})
     args, core = [f, y], [["member"], []]
     if names:
         thresholds = xr.concat([events[e][0] for e in names], dim="event").broadcast_like(y.isel(
             {d: 0 for d in dims if d not in ("lat", "lon")}, drop=True))
-        if thresholds.chunks is not None:
-            thresholds = thresholds.chunk({"event": -1})
+        thresholds = like_f(thresholds.chunk({"event": -1})) if f.chunks is not None else thresholds
         args += [thresholds, twcrps_threshold]
         core += [["event"], []]
     if climate_sample is not None:
-        if climate_sample.chunks is not None:
-            climate_sample = climate_sample.chunk({"climate_sample": -1})
+        if f.chunks is not None:
+            climate_sample = like_f(climate_sample.chunk({"climate_sample": -1}))
         args.append(climate_sample)
         core.append(["climate_sample"])
     labels, n_groups = np.zeros(f.sizes["member"], dtype=np.int64), 0

@@ -82,7 +82,7 @@ def awkward_ensemble(members=12, checkpoints=3, control=True):
     forecast = forecast.assign_coords(checkpoint=("member", np.arange(members) * checkpoints // members))
     forecast.attrs["member_plan"] = '{"control": %s}' % ("true" if control else "false")
     chunks = {"member": -1, "init_time": 2, "lead_time": 3, "lat": 7, "lon": 24}
-    return forecast.chunk(chunks), truth
+    return forecast.chunk(chunks), truth.chunk({"lat": 5, "lon": 10})  # the truth's own chunks differ
 
 
 @pytest.mark.parametrize("control, checkpoints", [(True, 3), (False, 1)])
