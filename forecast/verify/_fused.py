@@ -1,16 +1,20 @@
 """The standard score set of one channel from one read and one sort of the members per point.
 
-:func:`score_fields` applies one block function to each Dask chunk of the forecast (all members of a
-tile of points). It walks the chunk in blocks of points (:func:`forecast.verify._kernels.over_members`):
-each block is copied once into a buffer, read once in member order (moments, members beyond k sigma,
-event probabilities, the control member's error, the checkpoint (group) sums, the rank with its tie
-rule), sorted once, and read once sorted (fair and standard CRPS, the outlier indicator, twCRPS). What
-comes out are per-point fields (a ``field`` dimension), M times smaller than the members; the scores are
-area-weighted means of them (:func:`channel_scores`, one weighted reduction for all mean-type scores).
-The best member's RMSE needs each member's own area mean: :func:`member_error_sums` reduces each chunk to
-per-member weighted sums (a second task on the same read). The estimators are those of the public
-functions in :mod:`forecast.verify` (see their docstrings); ``tests/forecast/test_score_fusion.py``
-checks every score against them.
+One task per Dask chunk of the forecast (all members of a tile of points, :func:`channel_sums`) walks
+the chunk in blocks of points (:func:`forecast.verify._kernels.over_members`): each block is copied once
+into a buffer, read once in member order (moments, members beyond k sigma, event probabilities and
+outcomes, the control member's error, the checkpoint (group) sums of the one-way ANOVA, the rank with
+:func:`forecast.verify.truth_rank`'s tie rule), sorted once and read once sorted (fair and standard CRPS,
+the outlier indicator, twCRPS from the same sort: ``max(x, t)`` keeps the order); the climatological
+CRPS sorts each point's climate sample once per chunk. The per-point fields never leave the task: it
+adds them into area-weighted sums per start date, lead and region (:func:`_chunk_sums`), so what Dask
+carries between tasks is a few hundred numbers per chunk and lead. :func:`channel_scores` turns the sums
+into the scores. The best member's RMSE needs each member's own area mean: :func:`best_member_rmse`
+sums each member's weighted squared errors in a second task on the same read.
+
+The estimators are those of the public functions in :mod:`forecast.verify` (see their docstrings);
+``tests/forecast/test_score_fusion.py`` checks every score of ``scores.nc`` against their composition
+(counts exactly equal; means the same terms added in another order).
 """
 
 from __future__ import annotations
@@ -232,49 +236,6 @@ def _fields_numpy(x, y, *extra, events: int, climate: bool, above, control: int,
     return out
 
 
-def score_fields(f: xr.DataArray, y: xr.DataArray, events=None, twcrps_threshold=None, climate_sample=None,
-                 control: int | None = None, group: str | None = None) -> xr.DataArray:
-    """Per-point fields of the score set (dims of ``y`` plus ``field``), lazy on Dask.
-
-    ``events``: ``{name: (threshold, above)}`` with thresholds broadcasting against ``y``;
-    ``twcrps_threshold``: the twCRPS threshold (upper tail); ``climate_sample``: a climatological ensemble
-    along ``climate_sample`` (lat, lon) for the CRPS skill score; ``control``: the control member's
-    index; ``group``: the coordinate naming each member's checkpoint.
-    """
-    dims = [d for d in f.dims if d != "member"]
-    y = y.transpose(*dims)
-
-    def like_f(a):  # the forecast's chunks: Dask would otherwise split the member chunks to match (and re-seed ties)
-        return a.chunk({d: f.chunksizes[d] for d in a.dims if d in dims}) if f.chunks is not None else a
-
-    y, twcrps_threshold = like_f(y), None if twcrps_threshold is None else like_f(twcrps_threshold)
-    names = list(events or {})
-    args, core = [f, y], [["member"], []]
-    if names:
-        thresholds = xr.concat([events[e][0] for e in names], dim="event").broadcast_like(y.isel(
-            {d: 0 for d in dims if d not in ("lat", "lon")}, drop=True))
-        thresholds = like_f(thresholds.chunk({"event": -1})) if f.chunks is not None else thresholds
-        args += [thresholds, twcrps_threshold]
-        core += [["event"], []]
-    if climate_sample is not None:
-        if f.chunks is not None:
-            climate_sample = like_f(climate_sample.chunk({"climate_sample": -1}))
-        args.append(climate_sample)
-        core.append(["climate_sample"])
-    labels, n_groups = np.zeros(f.sizes["member"], dtype=np.int64), 0
-    if group is not None:
-        _, labels = np.unique(group_labels(f, "member", group), return_inverse=True)
-        n_groups = int(labels.max()) + 1
-    kwargs = {"events": len(names), "climate": climate_sample is not None, "above": [events[e][1] for e in names],
-              "control": -1 if control is None else int(control), "group": labels, "n_groups": n_groups,
-              "threads": 1 if f.chunks is not None else None}
-    width = len(FIELDS) + len(SIGMA_LEVELS) + 2 * len(names)
-    fields = xr.apply_ufunc(_fields_numpy, *args, input_core_dims=core, output_core_dims=[["field"]], kwargs=kwargs,
-                            dask="parallelized", output_dtypes=[np.float64],
-                            dask_gufunc_kwargs={"output_sizes": {"field": width}})
-    return fields
-
-
 # -- the best member: per-member area sums, chunk by chunk -------------------------------------------
 @numba.njit(nogil=True, cache=True)
 def _member_error_sums(x, y, weights, out):
@@ -327,54 +288,219 @@ def best_member_rmse(f: xr.DataArray, y: xr.DataArray, dims, regions) -> xr.Data
     return np.sqrt(total.isel(sum=0) / weight.where(weight != 0)).min("member")
 
 
-# -- the score set from the fields ---------------------------------------------------------------------
+# -- per-chunk sums: every score is a weighted mean (or count) of per-point quantities ---------------------
+MEANS = ("crps", "crps_standard", "mse", "bias", "spread", "predicted", "skill", "outlier_fraction", "control", "twcrps",
+         "climate_crps", "within", "between", "predicted_grouped", "skill_grouped")  # then one Brier score per event
+RELIABILITY_BINS = 10
+
+
+@numba.njit(nogil=True, cache=True)
+def _chunk_sums(fields, y, weights, masks, edges, n_events, members, out):
+    """Sums over the points of one chunk, per start date and lead, of every quantity the scores average.
+
+    ``fields (init, lead, points, field)`` from :func:`_fields_numpy`, ``y (init, lead, points)``,
+    ``weights (1 + regions, points)`` (row 0: the area weights alone; then area weight x region mask),
+    ``masks (regions, points)``. ``out (init, lead, K)`` gets, in this order: for each of :data:`MEANS`
+    and the Brier score per event, per region, the weighted sum and the sum of weights over the points
+    where the quantity is defined (what ``Weighted.mean(skipna=True)`` divides); the same with the area
+    weights for the counts beyond k sigma and the fair CRPS; per region the rank counts (``members + 1``
+    bins); per event and probability bin the case count, the sum of weights, of weight x probability
+    and of weight x outcome.
+    """
+    n_init, n_leads, n_points, _ = fields.shape
+    n_regions = masks.shape[0]
+    n_levels = len(SIGMA_LEVELS)
+    n_means = len(MEANS) + n_events
+    n_bins = edges.shape[0] - 1
+    base_sigma = len(FIELDS)
+    base_probability = base_sigma + n_levels
+    base_outcome = base_probability + n_events
+    o_sigma = n_means * n_regions * 2
+    o_init = o_sigma + n_levels * 2
+    o_rank = o_init + 2
+    o_reliability = o_rank + n_regions * (members + 1)
+    q = np.empty(n_means)
+    for i in range(n_init):
+        for t in range(n_leads):
+            acc = out[i, t]
+            for p in range(n_points):
+                f = fields[i, t, p]
+                known = not np.isnan(y[i, t, p])
+                error = f[MEAN_ERROR]
+                squared = error * error
+                variance = f[VARIANCE]
+                valid = f[VALID]
+                predicted = variance * (valid + 1.0) / valid if (known and valid > 0) else np.nan
+                predicted_grouped = f[PREDICTED_GROUPED] if known else np.nan
+                q[0] = f[FAIR]
+                q[1] = f[STANDARD]
+                q[2] = squared
+                q[3] = error
+                q[4] = variance if known else np.nan
+                q[5] = predicted
+                q[6] = squared if not np.isnan(predicted) else np.nan
+                q[7] = f[OUTSIDE]
+                q[8] = f[CONTROL_ERROR]
+                q[9] = f[TWCRPS]
+                q[10] = f[CLIMATE_CRPS] if not np.isnan(f[FAIR]) else np.nan
+                q[11] = f[WITHIN] if known else np.nan
+                q[12] = f[BETWEEN] if known else np.nan
+                q[13] = predicted_grouped
+                q[14] = squared if not np.isnan(predicted_grouped) else np.nan
+                for e in range(n_events):
+                    d = f[base_probability + e] - f[base_outcome + e]
+                    q[len(MEANS) + e] = d * d
+                for k in range(n_means):
+                    v = q[k]
+                    if np.isnan(v):
+                        continue
+                    for r in range(n_regions):
+                        w = weights[1 + r, p]
+                        acc[(k * n_regions + r) * 2] += w * v
+                        acc[(k * n_regions + r) * 2 + 1] += w
+                w = weights[0, p]
+                for k in range(n_levels):
+                    v = f[base_sigma + k]
+                    if not np.isnan(v):
+                        acc[o_sigma + 2 * k] += w * v
+                        acc[o_sigma + 2 * k + 1] += w
+                if not np.isnan(f[FAIR]):
+                    acc[o_init] += w * f[FAIR]
+                    acc[o_init + 1] += w
+                rank = int(f[RANK])
+                if rank >= 0:
+                    for r in range(n_regions):
+                        acc[o_rank + r * (members + 1) + rank] += masks[r, p]
+                for e in range(n_events):
+                    probability = f[base_probability + e]
+                    outcome = f[base_outcome + e]
+                    if np.isnan(probability) or np.isnan(outcome):
+                        continue
+                    b = -1  # left-closed bins, the last one closed (verify._probability._bin_index)
+                    for j in range(n_bins + 1):
+                        if edges[j] <= probability:
+                            b = j
+                    if probability == edges[n_bins]:
+                        b = n_bins - 1
+                    if b < 0 or b > n_bins - 1:
+                        continue
+                    at = o_reliability + (e * n_bins + b) * 4
+                    acc[at] += 1.0
+                    acc[at + 1] += w
+                    acc[at + 2] += w * probability
+                    acc[at + 3] += w * outcome
+
+
+def _sums_width(n_events: int, n_regions: int, members: int) -> int:
+    return ((len(MEANS) + n_events) * n_regions * 2 + len(SIGMA_LEVELS) * 2 + 2 + n_regions * (members + 1)
+            + n_events * RELIABILITY_BINS * 4)
+
+
+def _chunk_block(x, y, thresholds, tw, sample, weights, masks, *, events: int, climate: bool, above, control: int,
+                 group, n_groups: int):
+    """The sums of one chunk ``x (member, init, lead, lat, lon)``: ``(init, lead, 1, 1, K)``."""
+    m, n_init, n_leads, a, b = x.shape
+    fields = _fields_numpy(np.moveaxis(x, 0, -1), y, *([np.moveaxis(thresholds, 0, -1), tw] if events else []),
+                           *([sample] if climate else []), events=events, climate=climate, above=above,
+                           control=control, group=group, n_groups=n_groups, threads=1)
+    n_regions = masks.shape[0]
+    out = np.zeros((n_init, n_leads, _sums_width(events, n_regions, m)))
+    _chunk_sums(fields.reshape(n_init, n_leads, a * b, -1), np.broadcast_to(y, fields.shape[:-1]).reshape(n_init, n_leads, -1),
+                np.ascontiguousarray(weights).reshape(-1, a * b), np.ascontiguousarray(masks).reshape(-1, a * b),
+                np.linspace(0.0, 1.0, RELIABILITY_BINS + 1), events, m, out)
+    return out[:, :, None, None, :]
+
+
+def channel_sums(f: xr.DataArray, y: xr.DataArray, dims, regions, events=None, twcrps_threshold=None,
+                 climate_sample=None, control: int | None = None, group: str | None = None) -> xr.DataArray:
+    """The per-chunk sums of :func:`_chunk_sums` added over the chunks: ``(init_time, lead_time, sum)``, lazy."""
+    order = ("member", "init_time", "lead_time", "lat", "lon")
+    f = f.transpose(*order)
+    if f.chunks is None:
+        f = f.chunk({"member": -1})
+    chunks = f.chunksizes
+
+    def like_f(a, **whole):  # the forecast's chunks (Dask would otherwise split the member chunks to match)
+        return xr.DataArray(a).chunk({**{d: chunks[d] for d in a.dims if d in chunks}, **whole}).data
+
+    y = y.transpose(*order[1:])
+    names = list(events or {})
+    plane = y.isel(init_time=0, lead_time=0, drop=True)
+    if names:
+        thresholds = xr.concat([events[e][0] for e in names], dim="event").broadcast_like(plane).transpose("event", "lat", "lon")
+        tw = twcrps_threshold.broadcast_like(plane).transpose("lat", "lon")
+    else:
+        thresholds = xr.DataArray(np.zeros((0,) + plane.shape), dims=("event", "lat", "lon"))
+        tw = xr.full_like(plane, np.nan, dtype=np.float64)
+    if names and climate_sample is not None:
+        sample = climate_sample.broadcast_like(plane).transpose("lat", "lon", "climate_sample")
+    else:
+        sample = xr.DataArray(np.zeros(plane.shape + (1,)), dims=("lat", "lon", "climate_sample"))
+    area = weights_for(plane, ["lat", "lon"])
+    region_weights = weights_for(plane, ["lat", "lon"], regions).broadcast_like(plane).transpose("region", "lat", "lon")
+    weights = xr.concat([area.broadcast_like(plane).expand_dims(region=["_area"]), region_weights], dim="region")
+    masks = xr.concat([r.mask(plane["lat"], plane["lon"]).broadcast_like(plane) for r in regions], dim="region")
+    masks = masks.transpose("region", "lat", "lon")
+    labels, n_groups = np.zeros(f.sizes["member"], dtype=np.int64), 0
+    if group is not None:
+        _, labels = np.unique(group_labels(f, "member", group), return_inverse=True)
+        n_groups = int(labels.max()) + 1
+    width = _sums_width(len(names), len(regions), f.sizes["member"])
+    sums = da.blockwise(
+        _chunk_block, "itabk", f.data, "mitab", like_f(y), "itab", like_f(thresholds, event=-1), "eab", like_f(tw), "ab",
+        like_f(sample, climate_sample=-1), "abs", like_f(weights.astype(np.float64), region=-1), "wab",
+        like_f(masks.astype(np.float64), region=-1), "rab",
+        new_axes={"k": width}, adjust_chunks={"a": 1, "b": 1}, concatenate=True, dtype=np.float64,
+        meta=np.empty((0,) * 5), events=len(names), climate=bool(names) and climate_sample is not None,
+        above=[events[e][1] for e in names], control=-1 if control is None else int(control), group=labels,
+        n_groups=n_groups)
+    return xr.DataArray(sums.sum(axis=(2, 3)), dims=("init_time", "lead_time", "sum"),
+                        coords={"init_time": f["init_time"], "lead_time": f["lead_time"]})
+
+
 def channel_scores(f: xr.DataArray, y: xr.DataArray, dims, regions, events=None, twcrps_threshold=None,
                    climate_sample=None, control: int | None = None, group: str | None = None,
                    rank_reference_members: int = 1024) -> dict:
-    """The score set of :func:`forecast.verify.scores.score_ensemble` for one channel (without the maps):
-    every member-reducing step in one pass per chunk (:func:`score_fields`), then one weighted reduction
-    for all the area means. ``events`` as in :func:`score_fields` (``None``: no climate scores, and
-    ``climate_sample`` and ``twcrps_threshold`` are ignored); the grouped design's rank reference is
-    left out above ``rank_reference_members`` members (its quadrature grows with N)."""
-    from forecast.verify._probability import _bin_edges, reliability_diagram
-    from forecast.verify._ranks import rank_counts
+    """The score set of :func:`forecast.verify.scores.score_ensemble` for one channel (without the maps),
+    over ``dims = (init_time, lat, lon)`` per region: every member-reducing step in one pass per chunk,
+    reduced in the chunk to sums (:func:`channel_sums`). ``events``: ``{name: (threshold, above)}``
+    (``None``: no climate scores); ``twcrps_threshold``: the upper-tail twCRPS threshold;
+    ``climate_sample``: a climatological ensemble along ``climate_sample`` for the CRPS skill score;
+    ``control``: the control member's index; ``group``: the coordinate naming each member's checkpoint;
+    the grouped design's rank reference is left out above ``rank_reference_members`` members."""
+    from forecast.verify._common import _as_regions
 
-    dims = list(dims)
-    m = f.sizes["member"]
+    if set(dims) != {"init_time", "lat", "lon"}:
+        raise ValueError(f"the fused score set averages over init_time, lat and lon, not {list(dims)}")
+    regions = _as_regions(regions)
     names = list(events or {})
-    fields = score_fields(f, y, events, twcrps_threshold if names else None, climate_sample if names else None,
-                          control, group)
+    m = f.sizes["member"]
+    totals = channel_sums(f, y, dims, regions, events, twcrps_threshold, climate_sample, control, group)
+    total = totals.sum("init_time")
+    region = xr.DataArray([r.name for r in regions], dims="region", name="region")
+    n_regions, n_means = len(regions), len(MEANS) + len(names)
 
-    def field(k):
-        return fields.isel(field=k, drop=True)
+    def ratio(start, count, shape, data, names_dims, coords):
+        block = data.isel(sum=slice(start, start + count)).data.reshape(data.shape[:-1] + shape)
+        result = xr.DataArray(block, dims=data.dims[:-1] + names_dims, coords={**dict(data.coords), **coords})
+        return result
 
-    known = y.notnull()
-    fair, error, variance, valid = field(FAIR), field(MEAN_ERROR), field(VARIANCE), field(VALID)
-    predicted = (variance * (valid + 1) / valid).where(known)
-    squared = error ** 2
-    means = {"crps": fair, "crps_standard": field(STANDARD), "mse": squared, "bias": error,
-             "spread": variance.where(known), "predicted": predicted, "skill": squared.where(predicted.notnull()),
-             "outlier_fraction": field(OUTSIDE)}
-    if control is not None:
-        means["control"] = field(CONTROL_ERROR)
-    base_probability = len(FIELDS) + len(SIGMA_LEVELS)
-    if names:
-        means["twcrps"] = field(TWCRPS)
-        means["climate_crps"] = field(CLIMATE_CRPS).where(fair.notnull())
-        for k, e in enumerate(names):
-            means[f"brier_{e}"] = (field(base_probability + k) - field(base_probability + len(names) + k)) ** 2
-    if group is not None:
-        predicted_grouped = field(PREDICTED_GROUPED).where(known)
-        means.update(within=field(WITHIN).where(known), between=field(BETWEEN).where(known),
-                     predicted_grouped=predicted_grouped, skill_grouped=squared.where(predicted_grouped.notnull()))
-    stacked = xr.concat(list(means.values()), dim=xr.DataArray(list(means), dims="quantity", name="quantity"))
-    mean = reduce_mean(stacked, dims, regions)
-    mean = {name: mean.sel(quantity=name, drop=True) for name in means}
+    means = ratio(0, n_means * n_regions * 2, (n_means, n_regions, 2), total, ("quantity", "region", "part"),
+                  {"region": region})
+    means = means.isel(part=0) / means.isel(part=1).where(means.isel(part=1) != 0)
+    mean = {name: means.isel(quantity=k, drop=True) for k, name in enumerate(list(MEANS) + [f"brier_{e}" for e in names])}
+    offset = n_means * n_regions * 2
+    sigma = ratio(offset, len(SIGMA_LEVELS) * 2, (len(SIGMA_LEVELS), 2), total, ("k", "part"),
+                  {"k": np.asarray(SIGMA_LEVELS)})
+    offset += len(SIGMA_LEVELS) * 2
+    by_init = totals.isel(sum=offset) / totals.isel(sum=offset + 1).where(totals.isel(sum=offset + 1) != 0)
+    offset += 2
+    ranks = ratio(offset, n_regions * (m + 1), (n_regions, m + 1), total, ("region", "rank"),
+                  {"region": region, "rank": np.arange(m + 1)})
+    offset += n_regions * (m + 1)
 
     outlier = mean["outlier_fraction"]
     outlier.attrs["reliable_value"] = 2.0 / (m + 1)
-    sigma = fields.isel(field=slice(len(FIELDS), base_probability)).rename(field="k")
-    sigma = sigma.assign_coords(k=np.asarray(SIGMA_LEVELS))
     scores = {
         "crps": mean["crps"],
         "crps_standard": mean["crps_standard"],
@@ -384,28 +510,30 @@ def channel_scores(f: xr.DataArray, y: xr.DataArray, dims, regions, events=None,
         "spread_skill_ratio": np.sqrt(mean["predicted"]) / np.sqrt(mean["skill"]),
         "best_member_rmse": best_member_rmse(f, y, dims, regions),
         "outlier_fraction": outlier,
-        "rank_histogram": rank_counts(field(RANK).astype(np.int32), m, dims, regions),
-        "sigma_exceedance_fraction": reduce_mean(sigma, dims) / m,
+        "rank_histogram": ranks.transpose("region", "lead_time", "rank").astype(np.int64),
+        "sigma_exceedance_fraction": (sigma.isel(part=0) / sigma.isel(part=1).where(sigma.isel(part=1) != 0)) / m,
     }
     if control is not None:
         scores["control_rmse"] = np.sqrt(mean["control"])
     if names:
         event_dim = xr.DataArray(names, dims="event", name="event")
+        edges = np.linspace(0.0, 1.0, RELIABILITY_BINS + 1)
+        bins = ratio(offset, len(names) * RELIABILITY_BINS * 4, (len(names), RELIABILITY_BINS, 4), total,
+                     ("event", "bin", "part"), {"event": event_dim, "bin": (edges[1:] + edges[:-1]) / 2})
+        weight = bins.isel(part=1).where(bins.isel(part=1) > 0)
         scores["crps_skill_score"] = 1.0 - mean["crps"] / mean["climate_crps"]
         scores["twcrps_above_q90"] = mean["twcrps"]
         scores["brier_score"] = xr.concat([mean[f"brier_{e}"] for e in names], dim=event_dim)
-        edges = _bin_edges(10)
-        diagrams = [reliability_diagram(field(base_probability + k), field(base_probability + len(names) + k), edges,
-                                        dims) for k in range(len(names))]
-        for key in ("forecast_probability", "observed_frequency", "count"):
-            scores[f"reliability_{key}"] = xr.concat([d[key] for d in diagrams], dim=event_dim)
-    scores["crps_by_init_time"] = reduce_mean(fair, [d for d in dims if d != "init_time"])
+        scores["reliability_forecast_probability"] = (bins.isel(part=2) / weight).transpose("event", "lead_time", "bin")
+        scores["reliability_observed_frequency"] = (bins.isel(part=3) / weight).transpose("event", "lead_time", "bin")
+        scores["reliability_count"] = bins.isel(part=0).astype(np.int64).transpose("event", "lead_time", "bin")
+    scores["crps_by_init_time"] = by_init
     if group is not None:
         within, between = mean["within"], mean["between"]
-        ratio, sizes = (between / within).clip(min=0.0), group_sizes(f, "member", group)
+        ratio_groups, sizes = (between / within).clip(min=0.0), group_sizes(f, "member", group)
         scores.update({"spread_skill_ratio_grouped": np.sqrt(mean["predicted_grouped"]) / np.sqrt(mean["skill_grouped"]),
                        "within_group_variance": within, "between_group_variance": between,
-                       "outlier_reliable_value_grouped": reliable_outlier_fraction(ratio, sizes)})
+                       "outlier_reliable_value_grouped": reliable_outlier_fraction(ratio_groups, sizes)})
         if sizes.sum() <= rank_reference_members:
-            scores["rank_reliable_frequency_grouped"] = reliable_rank_frequency(ratio, sizes)
+            scores["rank_reliable_frequency_grouped"] = reliable_rank_frequency(ratio_groups, sizes)
     return scores

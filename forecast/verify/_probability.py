@@ -108,12 +108,6 @@ def reliability(forecast, truth, threshold, member_dim: str = "member", bins=10,
     edges = _bin_edges(bins)
     p = _probability(forecast, threshold, member_dim, above)
     o = _event(truth, threshold, above)
-    return reliability_diagram(p, o, edges, dims, regions).assign_attrs(event=f"value {'>' if above else '<'} threshold")
-
-
-def reliability_diagram(p, o, edges, dims, regions=None) -> xr.Dataset:
-    """The reliability diagram of forecast probabilities ``p`` and observed events ``o`` (1, 0 or NaN) with
-    bin ``edges``: the binning half of :func:`reliability`."""
     valid = p.notnull() & o.notnull()
     p, o = p.where(valid), o.where(valid)
     centres = (edges[1:] + edges[:-1]) / 2
@@ -126,7 +120,7 @@ def reliability_diagram(p, o, edges, dims, regions=None) -> xr.Dataset:
         "forecast_probability": reduce_sum(inside * p, dims, regions) / total,
         "observed_frequency": reduce_sum(inside * o, dims, regions) / total,
         "count": inside.sum(dims).astype(np.int64),
-    }, attrs={"bin_edges": edges.tolist()})
+    }, attrs={"bin_edges": edges.tolist(), "event": f"value {'>' if above else '<'} threshold"})
 
 
 def _quantiles_numpy(x, q, threads=None):

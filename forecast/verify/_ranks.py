@@ -48,31 +48,6 @@ def _count_kernel(ranks: np.ndarray, weights: np.ndarray, bins: int, n_core: int
     return counts.reshape(*lead, bins)
 
 
-def rank_counts(ranks, members: int, dim=None, regions=None):
-    """Histogram ``(..., rank)`` of ranks ``0..members`` (-1 left out) over ``dim``, per region: the counting
-    half of :func:`rank_histogram`."""
-    dims = dims_of(dim)
-    regions = _as_regions(regions)
-    masks = [None]
-    if regions is not None:
-        if "lat" not in dims:
-            raise ValueError("regions need 'lat' among the dimensions counted over (dim)")
-        lon = ranks["lon"] if "lon" in ranks.coords else None
-        masks = [r.mask(ranks["lat"], lon) for r in regions]
-    if ranks.chunks is not None and dims:
-        ranks = ranks.chunk({d: -1 for d in dims})
-    histograms = []
-    for mask in masks:
-        weights = xr.ones_like(ranks, dtype=np.float64) if mask is None else mask.astype(np.float64).broadcast_like(ranks)
-        counts = xr.apply_ufunc(_count_kernel, ranks, weights, input_core_dims=[dims, dims], output_core_dims=[["rank"]],
-                                kwargs={"bins": members + 1, "n_core": len(dims)}, dask="parallelized",
-                                output_dtypes=[np.float64], dask_gufunc_kwargs={"output_sizes": {"rank": members + 1}})
-        histograms.append(counts.astype(np.int64))
-    result = histograms[0] if regions is None else xr.concat(
-        histograms, dim=xr.DataArray([r.name for r in regions], dims="region", name="region"))
-    return result.assign_coords(rank=np.arange(members + 1))
-
-
 def rank_histogram(forecast, truth, member_dim: str = "member", dim=None, regions=None, group: str | None = None):
     """Counts of the truth's rank among the members (Talagrand diagram), over the dimensions in ``dim``.
 
@@ -98,7 +73,27 @@ def rank_histogram(forecast, truth, member_dim: str = "member", dim=None, region
         return xr.Dataset({name: rank_histogram(forecast[name], truth[name], member_dim, dim, regions, group)
                            for name in forecast.data_vars})
     m = forecast.sizes[member_dim]
-    result = rank_counts(truth_rank(forecast, truth, member_dim), m, dim, regions)
+    ranks = truth_rank(forecast, truth, member_dim)
+    dims = dims_of(dim)
+    regions = _as_regions(regions)
+    masks = [None]
+    if regions is not None:
+        if "lat" not in dims:
+            raise ValueError("regions need 'lat' among the dimensions counted over (dim)")
+        lon = ranks["lon"] if "lon" in ranks.coords else None
+        masks = [r.mask(ranks["lat"], lon) for r in regions]
+    if ranks.chunks is not None and dims:
+        ranks = ranks.chunk({d: -1 for d in dims})
+    histograms = []
+    for mask in masks:
+        weights = xr.ones_like(ranks, dtype=np.float64) if mask is None else mask.astype(np.float64).broadcast_like(ranks)
+        counts = xr.apply_ufunc(_count_kernel, ranks, weights, input_core_dims=[dims, dims], output_core_dims=[["rank"]],
+                                kwargs={"bins": m + 1, "n_core": len(dims)}, dask="parallelized",
+                                output_dtypes=[np.float64], dask_gufunc_kwargs={"output_sizes": {"rank": m + 1}})
+        histograms.append(counts.astype(np.int64))
+    result = histograms[0] if regions is None else xr.concat(
+        histograms, dim=xr.DataArray([r.name for r in regions], dims="region", name="region"))
+    result = result.assign_coords(rank=np.arange(m + 1))
     if group is not None:
         sizes = group_sizes(forecast, member_dim, group)
         ratio = variance_ratio(forecast, truth, member_dim, group, dim, regions)
