@@ -44,8 +44,9 @@ FIELDS = ("crps_fair", "crps_standard", "mean_error", "variance", "valid_members
 @numba.njit(nogil=True, cache=True)
 def _member_order_rows(x, y, thresholds, above, levels, control, group, n_groups, out):
     """Moments, counts beyond ``levels`` sigma, event probabilities/outcomes, control error and the
-    one-way ANOVA per row of members in member order (float64 sums in member order, as the xarray
-    reductions of :mod:`forecast.verify._moments` and :mod:`forecast.verify._grouped` add them)."""
+    one-way ANOVA per row of members in member order, in three passes over the row (float64 sums in
+    member order, as the xarray reductions of :mod:`forecast.verify._moments` and
+    :mod:`forecast.verify._grouped` add them)."""
     m = x.shape[1]
     n_levels = levels.shape[0]
     n_events = thresholds.shape[1]
@@ -53,71 +54,69 @@ def _member_order_rows(x, y, thresholds, above, levels, control, group, n_groups
     base_probability = base_sigma + n_levels
     base_outcome = base_probability + n_events
     ddof = 1 if m > 1 else 0
+    grouped = n_groups > 1
     counts = np.zeros(max(n_groups, 1))
     sums = np.zeros(max(n_groups, 1))
     squares = np.zeros(max(n_groups, 1))
+    limits = np.empty(n_levels)
     for p in range(x.shape[0]):
         row = x[p]
+        o = out[p]
         yy = np.float64(y[p])
         total = 0.0
         n = 0
-        for i in range(m):
+        if grouped:
+            counts[:] = 0.0
+            sums[:] = 0.0
+            squares[:] = 0.0
+        for i in range(m):  # pass 1: sums
             v = row[i]
             if not np.isnan(v):
                 total += np.float64(v)
                 n += 1
-        mean = total / n if n > 0 else np.nan
-        q = 0.0
-        for i in range(m):
-            v = row[i]
-            if not np.isnan(v):
-                d = np.float64(v) - mean
-                q += d * d
-        variance = q / (n - ddof) if n - ddof > 0 else np.nan
-        out[p, MEAN_ERROR] = mean - yy
-        out[p, VARIANCE] = variance
-        out[p, VALID] = n
-        std = math.sqrt(variance) if not np.isnan(variance) else np.nan
-        for k in range(n_levels):
-            out[p, base_sigma + k] = np.nan if np.isnan(std) else 0.0
-        if not np.isnan(std):
-            for i in range(m):
-                deviation = abs(np.float64(row[i]) - mean)
-                for k in range(n_levels):
-                    if deviation > levels[k] * std:
-                        out[p, base_sigma + k] += 1.0
-        for e in range(n_events):
-            t = thresholds[p, e]
-            if n == 0 or np.isnan(t):
-                out[p, base_probability + e] = np.nan
-            else:
-                hits = 0
-                for i in range(m):
-                    v = np.float64(row[i])
-                    if (v > t) if above[e] else (v < t):
-                        hits += 1
-                out[p, base_probability + e] = hits / n
-            if np.isnan(yy):
-                out[p, base_outcome + e] = np.nan
-            else:
-                out[p, base_outcome + e] = 1.0 if ((yy > t) if above[e] else (yy < t)) else 0.0
-        if control >= 0:
-            d = row[control] - y[p]  # in the members' precision, as (x_control - y) ** 2 in xarray
-            out[p, CONTROL_ERROR] = np.float64(d * d)
-        if n_groups > 1:
-            counts[:] = 0.0
-            sums[:] = 0.0
-            squares[:] = 0.0
-            for i in range(m):
-                v = row[i]
-                if not np.isnan(v):
+                if grouped:
                     counts[group[i]] += 1.0
                     sums[group[i]] += np.float64(v)
-            for i in range(m):
-                v = row[i]
-                if not np.isnan(v):
-                    d = np.float64(v) - sums[group[i]] / counts[group[i]]
-                    squares[group[i]] += d * d
+        mean = total / n if n > 0 else np.nan
+        q = 0.0
+        for i in range(m):  # pass 2: squares and events
+            v = row[i]
+            if np.isnan(v):
+                continue
+            v64 = np.float64(v)
+            d = v64 - mean
+            q += d * d
+            if grouped:
+                e_g = v64 - sums[group[i]] / counts[group[i]]
+                squares[group[i]] += e_g * e_g
+        variance = q / (n - ddof) if n - ddof > 0 else np.nan
+        o[MEAN_ERROR] = mean - yy
+        o[VARIANCE] = variance
+        o[VALID] = n
+        if np.isnan(variance):
+            for k in range(n_levels):
+                o[base_sigma + k] = np.nan
+        else:
+            std = math.sqrt(variance)
+            for k in range(n_levels):
+                limits[k] = levels[k] * std
+            for k in range(n_levels):
+                o[base_sigma + k] = 0.0
+            for i in range(m):  # pass 3: members beyond k sigma
+                deviation = abs(np.float64(row[i]) - mean)  # NaN compares false
+                for k in range(n_levels):
+                    if deviation > limits[k]:
+                        o[base_sigma + k] += 1.0
+        for e in range(n_events):  # the probabilities come from the sorted rows (_event_sorted_rows)
+            t = thresholds[p, e]
+            if np.isnan(yy):
+                o[base_outcome + e] = np.nan
+            else:
+                o[base_outcome + e] = 1.0 if ((yy > t) if above[e] else (yy < t)) else 0.0
+        if control >= 0:
+            d32 = row[control] - y[p]  # in the members' precision, as (x_control - y) ** 2 in xarray
+            o[CONTROL_ERROR] = np.float64(d32 * d32)
+        if grouped:
             n_total = 0.0
             groups = 0.0
             weighted = 0.0
@@ -139,14 +138,70 @@ def _member_order_rows(x, y, thresholds, above, levels, control, group, n_groups
                 within = within_ss / (n_total - groups)
                 n0 = (n_total - sum_sq_counts / n_total) / (groups - 1.0)
                 between = (between_ss / (groups - 1.0) - within) / n0
-                out[p, WITHIN] = within
-                out[p, BETWEEN] = between
-                out[p, PREDICTED_GROUPED] = (between * (1.0 + sum_sq_counts / n_total ** 2)
-                                             + within * (1.0 + 1.0 / n_total))
+                o[WITHIN] = within
+                o[BETWEEN] = between
+                o[PREDICTED_GROUPED] = between * (1.0 + sum_sq_counts / n_total ** 2) + within * (1.0 + 1.0 / n_total)
             else:
-                out[p, WITHIN] = np.nan
-                out[p, BETWEEN] = np.nan
-                out[p, PREDICTED_GROUPED] = np.nan
+                o[WITHIN] = np.nan
+                o[BETWEEN] = np.nan
+                o[PREDICTED_GROUPED] = np.nan
+
+
+@numba.njit(nogil=True, cache=True)
+def _event_sorted_rows(xs, thresholds, above, first, out):
+    """Fraction of the non-NaN members of each sorted row above (``above[e]``) or below each threshold, by
+    bisection, into ``out[:, first + e]``; NaN where the threshold or every member is NaN."""
+    for p in range(xs.shape[0]):
+        row = xs[p]
+        n = _kernels._valid_count(row)
+        for e in range(thresholds.shape[1]):
+            t = thresholds[p, e]
+            if n == 0 or np.isnan(t):
+                out[p, first + e] = np.nan
+                continue
+            lo, hi = 0, n  # above: first member > t; below: first member >= t
+            while lo < hi:
+                mid = (lo + hi) // 2
+                v = np.float64(row[mid])
+                if (v <= t) if above[e] else (v < t):
+                    lo = mid + 1
+                else:
+                    hi = mid
+            out[p, first + e] = (n - lo if above[e] else lo) / n
+
+
+@numba.njit(nogil=True, cache=True)
+def _rank_sorted_rows(xs, y, ids, seed, out):
+    """:func:`forecast.verify._kernels.rank_rows` from sorted rows (NaN last): the members below the truth
+    and those equal to it by bisection, the same tie rule (so the same ranks); -1 where the truth or any
+    member is NaN."""
+    m = xs.shape[1]
+    for p in range(xs.shape[0]):
+        row = xs[p]
+        yy = y[p]
+        if np.isnan(yy) or _kernels._valid_count(row) < m:
+            out[p] = -1.0
+            continue
+        lo, hi = 0, m  # first member >= y
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if row[mid] < yy:
+                lo = mid + 1
+            else:
+                hi = mid
+        below = lo
+        hi = m  # first member > y
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if row[mid] <= yy:
+                lo = mid + 1
+            else:
+                hi = mid
+        ties = lo - below
+        if ties:
+            u = _kernels._mix(np.uint64(seed) + np.uint64(ids[p]) * np.uint64(0x9E3779B97F4A7C15))
+            below += int(u % np.uint64(ties + 1))
+        out[p] = below
 
 
 @numba.njit(nogil=True, cache=True)
@@ -206,11 +261,12 @@ def _fields_numpy(x, y, *extra, events: int, climate: bool, above, control: int,
 
     def before_sort(block, y_block, id_block, threshold_block, tw_block, out):
         _member_order_rows(block, y_block, threshold_block, above, levels, control, group, n_groups, out)
-        _kernels.rank_rows(block, y_block, id_block, seed, out[:, RANK])
 
     def sorted_rows(block, y_block, id_block, threshold_block, tw_block, out):
         _kernels.crps_rows(block, y_block, out[:, FAIR], out[:, STANDARD])
         _outside_rows(block, y_block, out[:, OUTSIDE])
+        _rank_sorted_rows(block, y_block, id_block, seed, out[:, RANK])
+        _event_sorted_rows(block, threshold_block, above, len(FIELDS) + levels.size, out)
         if events:  # members and truth through max(., t): monotone, so the sorted block stays sorted
             clipped = np.maximum(block.astype(np.float64), tw_block[:, None])
             scratch = np.empty(block.shape[0])
@@ -240,20 +296,29 @@ def _fields_numpy(x, y, *extra, events: int, climate: bool, above, control: int,
 @numba.njit(nogil=True, cache=True)
 def _member_error_sums(x, y, weights, out):
     """``out[m, t, r] += (sum_p w_rp (x_mtp - y_tp)^2, sum_p w_rp)`` over the points ``p`` where the error
-    is not NaN: ``x (member, other, lead, points)``, ``y (other, lead, points)``, ``weights (region,
-    points)``; the error is squared in the members' precision, as ``(x - y) ** 2`` in xarray."""
+    is not NaN: ``x (member, other, lead, points)``, ``y (other, lead, points)``, ``weights (points,
+    region)``; the error is squared in the members' precision, as ``(x - y) ** 2`` in xarray."""
     n_members, n_other, n_leads, n_points = x.shape
+    n_regions = weights.shape[1]
+    total = np.empty(n_regions)
+    weight = np.empty(n_regions)
     for m in range(n_members):
-        for o in range(n_other):
-            for t in range(n_leads):
+        for t in range(n_leads):
+            total[:] = 0.0
+            weight[:] = 0.0
+            for o in range(n_other):
                 for p in range(n_points):
                     d = x[m, o, t, p] - y[o, t, p]
                     if np.isnan(d):
                         continue
                     d2 = np.float64(d * d)
-                    for r in range(weights.shape[0]):
-                        out[m, t, r, 0] += weights[r, p] * d2
-                        out[m, t, r, 1] += weights[r, p]
+                    w = weights[p]
+                    for r in range(n_regions):
+                        total[r] += w[r] * d2
+                        weight[r] += w[r]
+            for r in range(n_regions):
+                out[m, t, r, 0] += total[r]
+                out[m, t, r, 1] += weight[r]
 
 
 def _member_sums_block(x, y, weights):
@@ -261,7 +326,7 @@ def _member_sums_block(x, y, weights):
     m, i, t, a, b = x.shape
     out = np.zeros((m, t, weights.shape[0], 2))
     _member_error_sums(x.reshape(m, i, t, a * b), np.broadcast_to(y, (i, t, a, b)).reshape(i, t, a * b),
-                       np.ascontiguousarray(weights).reshape(weights.shape[0], a * b), out)
+                       np.ascontiguousarray(weights.reshape(weights.shape[0], a * b).T), out)
     return out[:, None, :, None, None]
 
 

@@ -83,6 +83,36 @@ def ensemble_chunks(sizes: dict, store_chunks: dict, chunk_bytes: int = 64 << 20
     return {"member": -1, "init_time": init, "lead_time": lead, "lat": rows, "lon": lon}
 
 
+def _decode_chunks(ds) -> dict:
+    """The store's unit of decoding per dimension (the inner chunks of a sharded store)."""
+    for name in ds.data_vars:
+        chunks = ds[name].encoding.get("chunks")
+        if chunks is not None and len(chunks) == ds[name].ndim:
+            return dict(zip(ds[name].dims, chunks))
+    return {}
+
+
+def read_chunks(sizes: dict, decode: dict, tiles: dict, chunk_bytes: int = 64 << 20, itemsize: int = 4) -> dict | None:
+    """Chunks to read a store in when the scoring ``tiles`` (:func:`ensemble_chunks`) would cut through its
+    stored chunks (``decode``: a stored chunk spanning several tiles would be decoded once per tile): whole
+    stored chunks along lead time, lat and lon, as many members as fit ``chunk_bytes``. ``None`` when the
+    tiles hold whole stored chunks.
+
+    >>> read_chunks({"member": 128, "init_time": 2, "lead_time": 9, "lat": 181, "lon": 360},
+    ...             {"member": 1, "init_time": 1, "lead_time": 3, "lat": 181, "lon": 360},
+    ...             {"member": -1, "init_time": 1, "lead_time": 9, "lat": 40, "lon": 360})
+    {'member': 85, 'init_time': 1, 'lead_time': 3, 'lat': 181, 'lon': 360}
+    """
+    dims = ("lead_time", "lat", "lon")
+    if not decode or all(tiles[d] >= sizes[d] or tiles[d] % int(decode.get(d) or 1) == 0 for d in dims):
+        return None
+    whole = {d: min(sizes[d], int(decode.get(d) or sizes[d])) for d in dims}
+    member = int(decode.get("member") or 1)
+    per_member = whole["lead_time"] * whole["lat"] * whole["lon"] * itemsize
+    members = max(member, min(sizes["member"], chunk_bytes // per_member) // member * member)
+    return {"member": members, "init_time": 1, **whole}
+
+
 def open_ensemble(path, chunk_bytes: int = 64 << 20, dims: dict | None = None) -> xr.Dataset:
     """Open a store lazily in Dask chunks from :func:`ensemble_chunks` (all members per chunk).
 
@@ -106,9 +136,14 @@ def open_ensemble(path, chunk_bytes: int = 64 << 20, dims: dict | None = None) -
     log.info("open %s: %d members, Dask chunks %s (store chunks %s)", path, plain.sizes["member"], chunks,
              store_chunks)
     theirs = {ours: theirs for theirs, ours in renames.items()}
+    read = read_chunks(dict(plain.sizes), {renames.get(d, d): n for d, n in _decode_chunks(plain).items()}, chunks,
+                       chunk_bytes)
     opened = xr.open_zarr(str(path), consolidated=has_consolidated_metadata(path) if schema else None,
-                          chunks={theirs.get(d, d): n for d, n in chunks.items()})
+                          chunks={theirs.get(d, d): n for d, n in (read or chunks).items()})
     opened = opened.rename(renames)
+    if read:  # read whole stored chunks, then regroup in memory: a chunk decoded once, not once per tile it touches
+        log.info("open %s: read in chunks %s, regrouped to the tiles", path, read)
+        opened = opened.chunk(chunks)
     opened = opened if schema else verify.forecast_channels(opened)  # ERA5 layout names -> our channels
     return plain_strings(opened).drop_encoding()
 
