@@ -41,12 +41,12 @@ FIELDS = ("crps_fair", "crps_standard", "mean_error", "variance", "valid_members
 
 
 # -- row kernels -----------------------------------------------------------------------------------
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, fastmath=_kernels.REASSOCIATE)
 def _member_order_rows(x, y, thresholds, above, levels, control, group, n_groups, out):
     """Moments, counts beyond ``levels`` sigma, event probabilities/outcomes, control error and the
-    one-way ANOVA per row of members in member order, in three passes over the row (float64 sums in
-    member order, as the xarray reductions of :mod:`forecast.verify._moments` and
-    :mod:`forecast.verify._grouped` add them)."""
+    one-way ANOVA per row of members in member order, in three passes over the row (float64 sums,
+    reassociated so they vectorise: the xarray reductions of :mod:`forecast.verify._moments` and
+    :mod:`forecast.verify._grouped` add the same terms in member order)."""
     m = x.shape[1]
     n_levels = levels.shape[0]
     n_events = thresholds.shape[1]
@@ -58,37 +58,37 @@ def _member_order_rows(x, y, thresholds, above, levels, control, group, n_groups
     counts = np.zeros(max(n_groups, 1))
     sums = np.zeros(max(n_groups, 1))
     squares = np.zeros(max(n_groups, 1))
-    limits = np.empty(n_levels)
     for p in range(x.shape[0]):
         row = x[p]
         o = out[p]
         yy = np.float64(y[p])
         total = 0.0
-        n = 0
+        valid = 0.0
+        for i in range(m):  # pass 1: sums (branch-free, so it vectorises)
+            v = np.float64(row[i])
+            ok = v == v
+            total += v if ok else 0.0
+            valid += 1.0 if ok else 0.0
+        n = int(valid)
+        mean = total / n if n > 0 else np.nan
+        q = 0.0
+        for i in range(m):  # pass 2: squares
+            d = np.float64(row[i]) - mean
+            q += d * d if d == d else 0.0
         if grouped:
             counts[:] = 0.0
             sums[:] = 0.0
             squares[:] = 0.0
-        for i in range(m):  # pass 1: sums
-            v = row[i]
-            if not np.isnan(v):
-                total += np.float64(v)
-                n += 1
-                if grouped:
+            for i in range(m):
+                v = row[i]
+                if not np.isnan(v):
                     counts[group[i]] += 1.0
                     sums[group[i]] += np.float64(v)
-        mean = total / n if n > 0 else np.nan
-        q = 0.0
-        for i in range(m):  # pass 2: squares and events
-            v = row[i]
-            if np.isnan(v):
-                continue
-            v64 = np.float64(v)
-            d = v64 - mean
-            q += d * d
-            if grouped:
-                e_g = v64 - sums[group[i]] / counts[group[i]]
-                squares[group[i]] += e_g * e_g
+            for i in range(m):
+                v = row[i]
+                if not np.isnan(v):
+                    e_g = np.float64(v) - sums[group[i]] / counts[group[i]]
+                    squares[group[i]] += e_g * e_g
         variance = q / (n - ddof) if n - ddof > 0 else np.nan
         o[MEAN_ERROR] = mean - yy
         o[VARIANCE] = variance
@@ -98,15 +98,12 @@ def _member_order_rows(x, y, thresholds, above, levels, control, group, n_groups
                 o[base_sigma + k] = np.nan
         else:
             std = math.sqrt(variance)
-            for k in range(n_levels):
-                limits[k] = levels[k] * std
-            for k in range(n_levels):
-                o[base_sigma + k] = 0.0
-            for i in range(m):  # pass 3: members beyond k sigma
-                deviation = abs(np.float64(row[i]) - mean)  # NaN compares false
-                for k in range(n_levels):
-                    if deviation > limits[k]:
-                        o[base_sigma + k] += 1.0
+            for k in range(n_levels):  # pass 3 per level: members beyond k sigma (NaN compares false)
+                limit = levels[k] * std
+                beyond = 0.0
+                for i in range(m):
+                    beyond += 1.0 if abs(np.float64(row[i]) - mean) > limit else 0.0
+                o[base_sigma + k] = beyond
         for e in range(n_events):  # the probabilities come from the sorted rows (_event_sorted_rows)
             t = thresholds[p, e]
             if np.isnan(yy):
