@@ -293,29 +293,22 @@ def _fields_numpy(x, y, *extra, events: int, climate: bool, above, control: int,
 @numba.njit(nogil=True, cache=True)
 def _member_error_sums(x, y, weights, out):
     """``out[m, t, r] += (sum_p w_rp (x_mtp - y_tp)^2, sum_p w_rp)`` over the points ``p`` where the error
-    is not NaN: ``x (member, other, lead, points)``, ``y (other, lead, points)``, ``weights (points,
-    region)``; the error is squared in the members' precision, as ``(x - y) ** 2`` in xarray."""
+    is not NaN: ``x (member, other, lead, points)``, ``y (other, lead, points)``, ``weights (region,
+    points)`` (products with the weights by BLAS); the error is squared in the members' precision, as
+    ``(x - y) ** 2`` in xarray."""
     n_members, n_other, n_leads, n_points = x.shape
-    n_regions = weights.shape[1]
-    total = np.empty(n_regions)
-    weight = np.empty(n_regions)
+    squares = np.empty(n_points)
+    known = np.empty(n_points)
     for m in range(n_members):
-        for t in range(n_leads):
-            total[:] = 0.0
-            weight[:] = 0.0
-            for o in range(n_other):
+        for o in range(n_other):
+            for t in range(n_leads):
                 for p in range(n_points):
                     d = x[m, o, t, p] - y[o, t, p]
-                    if np.isnan(d):
-                        continue
-                    d2 = np.float64(d * d)
-                    w = weights[p]
-                    for r in range(n_regions):
-                        total[r] += w[r] * d2
-                        weight[r] += w[r]
-            for r in range(n_regions):
-                out[m, t, r, 0] += total[r]
-                out[m, t, r, 1] += weight[r]
+                    good = d == d
+                    squares[p] = np.float64(d * d) if good else 0.0
+                    known[p] = 1.0 if good else 0.0
+                out[m, t, :, 0] += np.dot(weights, squares)
+                out[m, t, :, 1] += np.dot(weights, known)
 
 
 def _member_sums_block(x, y, weights):
@@ -323,7 +316,7 @@ def _member_sums_block(x, y, weights):
     m, i, t, a, b = x.shape
     out = np.zeros((m, t, weights.shape[0], 2))
     _member_error_sums(x.reshape(m, i, t, a * b), np.broadcast_to(y, (i, t, a, b)).reshape(i, t, a * b),
-                       np.ascontiguousarray(weights.reshape(weights.shape[0], a * b).T), out)
+                       np.ascontiguousarray(weights).reshape(weights.shape[0], a * b), out)
     return out[:, None, :, None, None]
 
 
