@@ -9,8 +9,8 @@ the outlier indicator, twCRPS from the same sort: ``max(x, t)`` keeps the order)
 CRPS sorts each point's climate sample once per chunk. The per-point fields never leave the task: it
 adds them into area-weighted sums per start date, lead and region (:func:`_chunk_sums`), so what Dask
 carries between tasks is a few hundred numbers per chunk and lead. :func:`channel_scores` turns the sums
-into the scores. The best member's RMSE needs each member's own area mean: :func:`best_member_rmse`
-sums each member's weighted squared errors in a second task on the same read.
+into the scores. The best member's RMSE needs each member's own area mean: the same task sums each
+member's weighted squared errors (:func:`_member_error_sums`).
 
 The estimators are those of the public functions in :mod:`forecast.verify` (see their docstrings);
 ``tests/forecast/test_score_fusion.py`` checks every score of ``scores.nc`` against their composition
@@ -28,7 +28,7 @@ import numpy as np
 import xarray as xr
 
 from forecast.verify import _kernels
-from forecast.verify._common import reduce_mean, weights_for
+from forecast.verify._common import weights_for
 from forecast.verify._grouped import group_labels, group_sizes, reliable_outlier_fraction, reliable_rank_frequency
 
 SIGMA_LEVELS = (1.0, 2.0, 3.0)
@@ -311,38 +311,6 @@ def _member_error_sums(x, y, weights, out):
                 out[m, t, :, 1] += np.dot(weights, known)
 
 
-def _member_sums_block(x, y, weights):
-    """Per-member sums of one chunk ``x (member, init, lead, lat, lon)``, kept dims of size one."""
-    m, i, t, a, b = x.shape
-    out = np.zeros((m, t, weights.shape[0], 2))
-    _member_error_sums(x.reshape(m, i, t, a * b), np.broadcast_to(y, (i, t, a, b)).reshape(i, t, a * b),
-                       np.ascontiguousarray(weights).reshape(weights.shape[0], a * b), out)
-    return out[:, None, :, None, None]
-
-
-def best_member_rmse(f: xr.DataArray, y: xr.DataArray, dims, regions) -> xr.DataArray:
-    """:func:`forecast.verify.best_member_rmse` over ``dims = (init_time, lat, lon)`` per region, from one
-    pass over each chunk that sums every member's weighted squared errors (no member-sized temporary)."""
-    order = ("member", "init_time", "lead_time", "lat", "lon")
-    if set(dims) != {"init_time", "lat", "lon"} or set(f.dims) != set(order) or f.chunks is None:
-        from forecast.verify import best_member_rmse as composed
-
-        return composed(f, y, dim=list(dims), regions=regions)
-    f = f.transpose(*order)
-    y = y.transpose(*order[1:]).chunk({d: f.chunksizes[d] for d in order[1:]})
-    weights = weights_for(y, list(dims), regions)
-    weights = weights.broadcast_like(y.isel(init_time=0, lead_time=0, drop=True)).transpose("region", "lat", "lon")
-    w = da.from_array(weights.values.astype(np.float64), chunks=(-1, f.chunks[3], f.chunks[4]))
-    sums = da.blockwise(_member_sums_block, "mitabrs", f.data, "mitab", y.data, "itab", w, "rab",
-                        new_axes={"s": 2}, adjust_chunks={"i": 1, "a": 1, "b": 1}, dtype=np.float64,
-                        meta=np.empty((0,) * 7))
-    sums = sums.sum(axis=(1, 3, 4))
-    total = xr.DataArray(sums, dims=("member", "lead_time", "region", "sum"),
-                         coords={"lead_time": f["lead_time"], "region": weights["region"]})
-    weight = total.isel(sum=1)
-    return np.sqrt(total.isel(sum=0) / weight.where(weight != 0)).min("member")
-
-
 # -- per-chunk sums: every score is a weighted mean (or count) of per-point quantities ---------------------
 MEANS = ("crps", "crps_standard", "mse", "bias", "spread", "predicted", "skill", "outlier_fraction", "control", "twcrps",
          "climate_crps", "within", "between", "predicted_grouped", "skill_grouped")  # then one Brier score per event
@@ -459,10 +427,19 @@ def _chunk_block(x, y, thresholds, tw, sample, weights, masks, *, events: int, c
                            *([sample] if climate else []), events=events, climate=climate, above=above,
                            control=control, group=group, n_groups=n_groups, threads=1)
     n_regions = masks.shape[0]
-    out = np.zeros((n_init, n_leads, _sums_width(events, n_regions, m)))
-    _chunk_sums(fields.reshape(n_init, n_leads, a * b, -1), np.broadcast_to(y, fields.shape[:-1]).reshape(n_init, n_leads, -1),
-                np.ascontiguousarray(weights).reshape(-1, a * b), np.ascontiguousarray(masks).reshape(-1, a * b),
-                np.linspace(0.0, 1.0, RELIABILITY_BINS + 1), events, m, out)
+    width = _sums_width(events, n_regions, m)
+    out = np.zeros((n_init, n_leads, width + m * n_regions * 2))
+    y_points = np.broadcast_to(y, fields.shape[:-1]).reshape(n_init, n_leads, -1)
+    weights = np.ascontiguousarray(weights).reshape(-1, a * b)
+    _chunk_sums(fields.reshape(n_init, n_leads, a * b, -1), y_points, weights,
+                np.ascontiguousarray(masks).reshape(-1, a * b), np.linspace(0.0, 1.0, RELIABILITY_BINS + 1), events, m,
+                out)
+    x_points = x.reshape(m, n_init, n_leads, a * b)
+    region_weights = np.ascontiguousarray(weights[1:])
+    for i in range(n_init):  # the best member: each member's weighted squared errors, (lead, member, region, 2)
+        members = np.zeros((m, n_leads, n_regions, 2))
+        _member_error_sums(x_points[:, i:i + 1], y_points[i:i + 1], region_weights, members)
+        out[i, :, width:] = members.transpose(1, 0, 2, 3).reshape(n_leads, -1)
     return out[:, :, None, None, :]
 
 
@@ -500,7 +477,7 @@ def channel_sums(f: xr.DataArray, y: xr.DataArray, dims, regions, events=None, t
     if group is not None:
         _, labels = np.unique(group_labels(f, "member", group), return_inverse=True)
         n_groups = int(labels.max()) + 1
-    width = _sums_width(len(names), len(regions), f.sizes["member"])
+    width = _sums_width(len(names), len(regions), f.sizes["member"]) + f.sizes["member"] * len(regions) * 2
     sums = da.blockwise(
         _chunk_block, "itabk", f.data, "mitab", like_f(y), "itab", like_f(thresholds, event=-1), "eab", like_f(tw), "ab",
         like_f(sample, climate_sample=-1), "abs", like_f(weights.astype(np.float64), region=-1), "wab",
@@ -553,6 +530,9 @@ def channel_scores(f: xr.DataArray, y: xr.DataArray, dims, regions, events=None,
     ranks = ratio(offset, n_regions * (m + 1), (n_regions, m + 1), total, ("region", "rank"),
                   {"region": region, "rank": np.arange(m + 1)})
     offset += n_regions * (m + 1)
+    errors = ratio(_sums_width(len(names), n_regions, m), m * n_regions * 2, (m, n_regions, 2), total,
+                   ("member", "region", "part"), {"region": region})
+    best = np.sqrt(errors.isel(part=0) / errors.isel(part=1).where(errors.isel(part=1) != 0)).min("member")
 
     outlier = mean["outlier_fraction"]
     outlier.attrs["reliable_value"] = 2.0 / (m + 1)
@@ -563,7 +543,7 @@ def channel_scores(f: xr.DataArray, y: xr.DataArray, dims, regions, events=None,
         "ensemble_mean_bias": mean["bias"],
         "spread": np.sqrt(mean["spread"]),
         "spread_skill_ratio": np.sqrt(mean["predicted"]) / np.sqrt(mean["skill"]),
-        "best_member_rmse": best_member_rmse(f, y, dims, regions),
+        "best_member_rmse": best,
         "outlier_fraction": outlier,
         "rank_histogram": ranks.transpose("region", "lead_time", "rank").astype(np.int64),
         "sigma_exceedance_fraction": (sigma.isel(part=0) / sigma.isel(part=1).where(sigma.isel(part=1) != 0)) / m,

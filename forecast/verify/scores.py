@@ -138,6 +138,8 @@ def open_ensemble(path, chunk_bytes: int = 64 << 20, dims: dict | None = None) -
     theirs = {ours: theirs for theirs, ours in renames.items()}
     read = read_chunks(dict(plain.sizes), {renames.get(d, d): n for d, n in _decode_chunks(plain).items()}, chunks,
                        chunk_bytes)
+    if read:  # tiles of the stored chunk's leads: a tile then needs few read chunks, and they are freed soon
+        chunks = ensemble_chunks(dict(plain.sizes), {**store_chunks, "lead_time": read["lead_time"]}, chunk_bytes)
     opened = xr.open_zarr(str(path), consolidated=has_consolidated_metadata(path) if schema else None,
                           chunks={theirs.get(d, d): n for d, n in (read or chunks).items()})
     opened = opened.rename(renames)

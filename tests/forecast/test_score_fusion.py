@@ -116,11 +116,11 @@ def consumers_of_the_members(lazy, forecast, name):
 
 
 def test_every_score_of_a_channel_comes_from_one_pass_over_the_members(monkeypatch):
-    """The members of a channel feed three tasks per chunk: the fused score sums, the best member's
-    per-member sums and the maps' slice; the composition fed each score its own pass."""
+    """The members of a channel feed two tasks per chunk: the fused score sums (best member included) and
+    the maps' slice; the composition fed each score its own pass."""
     forecast, truth = awkward_ensemble()
     fused = consumers_of_the_members(score_set.score_ensemble(forecast, truth, regions=REGIONS), forecast, "z500")
-    assert sorted(layer.rsplit("-", 1)[0] for layer in fused) == ["chunk_block", "getitem", "member_sums_block"]
+    assert sorted(layer.rsplit("-", 1)[0] for layer in fused) == ["chunk_block", "getitem"]
     monkeypatch.setattr(score_set, "channel_scores", composed_channel_scores)
     composed = consumers_of_the_members(score_set.score_ensemble(forecast, truth, regions=REGIONS), forecast, "z500")
     assert len(composed) > 10
