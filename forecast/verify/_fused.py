@@ -243,7 +243,7 @@ def _fields_numpy(x, y, *extra, events: int, climate: bool, above, control: int,
                   threads=None):
     """Every per-point field of one chunk: ``x (..., member)``, ``y (...)``; with ``events``, the event
     thresholds ``(..., event)`` and the twCRPS threshold ``(...)``; with ``climate``, the climatological
-    sample ``(..., climate_sample)`` (constant along all but the last two point axes)."""
+    sample ``(..., climate_sample)``, sorted along its last axis (NaN last)."""
     y = np.asarray(y)
     lead = np.broadcast_shapes(y.shape, x.shape[:-1])
     y = np.broadcast_to(y, lead)
@@ -280,7 +280,7 @@ def _fields_numpy(x, y, *extra, events: int, climate: bool, above, control: int,
         out[..., [WITHIN, BETWEEN, PREDICTED_GROUPED]] = np.nan
     out[..., CLIMATE_CRPS] = np.nan
     if climate:
-        sample = np.sort(np.asarray(extra.pop(0)), axis=-1)  # each point's sample sorted once (NaN last)
+        sample = np.asarray(extra.pop(0))  # sorted along its last axis, NaN last (channel_sums sorts it once)
         rows = np.arange(int(np.prod(sample.shape[:-1]))).reshape(sample.shape[:-1])
         rows = np.ascontiguousarray(np.broadcast_to(rows, lead)).reshape(-1)
         climate_crps = np.empty(rows.size)
@@ -480,7 +480,7 @@ def channel_sums(f: xr.DataArray, y: xr.DataArray, dims, regions, events=None, t
     width = _sums_width(len(names), len(regions), f.sizes["member"]) + f.sizes["member"] * len(regions) * 2
     sums = da.blockwise(
         _chunk_block, "itabk", f.data, "mitab", like_f(y), "itab", like_f(thresholds, event=-1), "eab", like_f(tw), "ab",
-        like_f(sample, climate_sample=-1), "abs", like_f(weights.astype(np.float64), region=-1), "wab",
+        like_f(sample, climate_sample=-1).map_blocks(np.sort, axis=-1), "abs", like_f(weights.astype(np.float64), region=-1), "wab",
         like_f(masks.astype(np.float64), region=-1), "rab",
         new_axes={"k": width}, adjust_chunks={"a": 1, "b": 1}, concatenate=True, dtype=np.float64,
         meta=np.empty((0,) * 5), events=len(names), climate=bool(names) and climate_sample is not None,
