@@ -108,6 +108,8 @@ def main(argv=None) -> int:
     rows = []
     print(f"# forecast score on synthetic stores: grid {args.grid[0]}x{args.grid[1]}, {args.leads} leads, "
           f"channels {' '.join(args.channels)}, {args.init_times} start date(s), {args.workers} local worker(s)")
+    print(f"# machine: {os.cpu_count()} cores, load average {' '.join(f'{v:.1f}' for v in os.getloadavg())} at the "
+          "start (other jobs slow both reads alike: compare the ratio, not the GB/s)")
     print(f"{'M':>6} {'store MB':>9} {'write s':>8} {'score s':>8} {'peak tree MB':>13} {'zarr GB/s':>10} "
           f"{'score GB/s':>11} {'ratio':>6}")
     for m in args.members:
@@ -122,7 +124,7 @@ def main(argv=None) -> int:
         rows.append((m, seconds, peak))
         direct, scored = data_bytes / read_seconds / 1e9, data_bytes / seconds / 1e9
         print(f"{m:>6} {size:>9.1f} {written:>8.1f} {seconds:>8.1f} {peak / 2**20:>13.0f} {direct:>10.3f} "
-              f"{scored:>11.3f} {scored / direct:>6.2f}", flush=True)
+              f"{scored:>11.3f} {scored / direct:>6.2f}   (load {os.getloadavg()[0]:.1f})", flush=True)
     members = np.array([r[0] for r in rows], dtype=float)
     seconds = np.array([r[1] for r in rows])
     peak_mb = max(r[2] for r in rows) / 2**20

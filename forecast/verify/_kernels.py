@@ -224,7 +224,7 @@ def _points_view(x: np.ndarray):
 
 
 def over_members(x, row_kernel, point_args=(), outputs=((), ), sort=False, transform=None, kernel_args=(),
-                 threads: int | None = None, block_bytes: int = BLOCK_BYTES, dtype=None):
+                 threads: int | None = None, block_bytes: int = BLOCK_BYTES, dtype=None, before_sort=None):
     """Apply ``row_kernel(block, *point_arg_blocks, *kernel_args, *output_blocks)`` over blocks of points.
 
     Parameters
@@ -244,6 +244,9 @@ def over_members(x, row_kernel, point_args=(), outputs=((), ), sort=False, trans
         Worker threads (default: the available cores).
     dtype : numpy dtype, optional
         Buffer type (default float32 for float32 input, else float64); the copy into the buffer casts.
+    before_sort : callable, optional
+        ``before_sort(block, *point_arg_blocks, *output_blocks)`` reads the rows in member order (after
+        ``transform``, before sorting): scores that need to know which member is which share the sort's copy.
     """
     m = x.shape[-1]
     shapes = [x.shape[:-1]]
@@ -289,6 +292,8 @@ def over_members(x, row_kernel, point_args=(), outputs=((), ), sort=False, trans
             blocks = [a[index][start:stop] for a in args]
             if transform is not None:
                 transform(block, *blocks)
+            if before_sort is not None:
+                before_sort(block, *blocks, *(r[index][start:stop] for r in results))
             if sort and as_keys:
                 keys = block.view(np.int32)
                 _encode(keys.reshape(-1))

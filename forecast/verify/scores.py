@@ -24,6 +24,7 @@ from forecast import verify
 from forecast.cf import plain_strings
 from forecast.errors import InputError
 from forecast.store import StoreSchema
+from forecast.verify._fused import channel_scores
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,12 @@ EVENT_QUANTILES = {"above_q90": (0.9, True), "below_q10": (0.1, False)}
 CLIMATE_SAMPLES = 120  # truth times kept as the climatological ensemble (CRPS skill score)
 EFI_LEVELS = 101  # model-climate quantiles for the EFI
 GROUPED_RANK_REFERENCE_MEMBERS = 1024  # larger grouped stores get the (cheap) outlier reference, not the rank one
+SCORE_ORDER = ("crps", "crps_standard", "ensemble_mean_rmse", "ensemble_mean_bias", "spread", "spread_skill_ratio",
+               "best_member_rmse", "outlier_fraction", "rank_histogram", "sigma_exceedance_fraction", "control_rmse",
+               "crps_skill_score", "twcrps_above_q90", "brier_score", "reliability_forecast_probability",
+               "reliability_observed_frequency", "reliability_count", "exceedance_probability_map", "efi_map",
+               "crps_by_init_time", "spread_skill_ratio_grouped", "within_group_variance", "between_group_variance",
+               "outlier_reliable_value_grouped", "rank_reliable_frequency_grouped")  # the variables of scores.nc
 
 
 def _schema(ds) -> StoreSchema | None:
@@ -76,6 +83,36 @@ def ensemble_chunks(sizes: dict, store_chunks: dict, chunk_bytes: int = 64 << 20
     return {"member": -1, "init_time": init, "lead_time": lead, "lat": rows, "lon": lon}
 
 
+def _decode_chunks(ds) -> dict:
+    """The store's unit of decoding per dimension (the inner chunks of a sharded store)."""
+    for name in ds.data_vars:
+        chunks = ds[name].encoding.get("chunks")
+        if chunks is not None and len(chunks) == ds[name].ndim:
+            return dict(zip(ds[name].dims, chunks))
+    return {}
+
+
+def read_chunks(sizes: dict, decode: dict, tiles: dict, chunk_bytes: int = 64 << 20, itemsize: int = 4) -> dict | None:
+    """Chunks to read a store in when the scoring ``tiles`` (:func:`ensemble_chunks`) would cut through its
+    stored chunks (``decode``: a stored chunk spanning several tiles would be decoded once per tile): whole
+    stored chunks along lead time, lat and lon, as many members as fit ``chunk_bytes``. ``None`` when the
+    tiles hold whole stored chunks.
+
+    >>> read_chunks({"member": 128, "init_time": 2, "lead_time": 9, "lat": 181, "lon": 360},
+    ...             {"member": 1, "init_time": 1, "lead_time": 3, "lat": 181, "lon": 360},
+    ...             {"member": -1, "init_time": 1, "lead_time": 9, "lat": 40, "lon": 360})
+    {'member': 85, 'init_time': 1, 'lead_time': 3, 'lat': 181, 'lon': 360}
+    """
+    dims = ("lead_time", "lat", "lon")
+    if not decode or all(tiles[d] >= sizes[d] or tiles[d] % int(decode.get(d) or 1) == 0 for d in dims):
+        return None
+    whole = {d: min(sizes[d], int(decode.get(d) or sizes[d])) for d in dims}
+    member = int(decode.get("member") or 1)
+    per_member = whole["lead_time"] * whole["lat"] * whole["lon"] * itemsize
+    members = max(member, min(sizes["member"], chunk_bytes // per_member) // member * member)
+    return {"member": members, "init_time": 1, **whole}
+
+
 def open_ensemble(path, chunk_bytes: int = 64 << 20, dims: dict | None = None) -> xr.Dataset:
     """Open a store lazily in Dask chunks from :func:`ensemble_chunks` (all members per chunk).
 
@@ -99,9 +136,16 @@ def open_ensemble(path, chunk_bytes: int = 64 << 20, dims: dict | None = None) -
     log.info("open %s: %d members, Dask chunks %s (store chunks %s)", path, plain.sizes["member"], chunks,
              store_chunks)
     theirs = {ours: theirs for theirs, ours in renames.items()}
+    read = read_chunks(dict(plain.sizes), {renames.get(d, d): n for d, n in _decode_chunks(plain).items()}, chunks,
+                       chunk_bytes)
+    if read:  # tiles of the stored chunk's leads: a tile then needs few read chunks, and they are freed soon
+        chunks = ensemble_chunks(dict(plain.sizes), {**store_chunks, "lead_time": read["lead_time"]}, chunk_bytes)
     opened = xr.open_zarr(str(path), consolidated=has_consolidated_metadata(path) if schema else None,
-                          chunks={theirs.get(d, d): n for d, n in chunks.items()})
+                          chunks={theirs.get(d, d): n for d, n in (read or chunks).items()})
     opened = opened.rename(renames)
+    if read:  # read whole stored chunks, then regroup in memory: a chunk decoded once, not once per tile it touches
+        log.info("open %s: read in chunks %s, regrouped to the tiles", path, read)
+        opened = opened.chunk(chunks)
     opened = opened if schema else verify.forecast_channels(opened)  # ERA5 layout names -> our channels
     return plain_strings(opened).drop_encoding()
 
@@ -273,44 +317,20 @@ def score_ensemble(forecast: xr.Dataset, truth: xr.Dataset, dims=SCORE_DIMS, reg
     per_channel = []
     for name in channels:
         f, y = forecast[name], aligned[name]
-        fair, standard = verify.crps_pair(f, y)
-        scores = {
-            "crps": verify.reduce_mean(fair, dims, regions),
-            "crps_standard": verify.reduce_mean(standard, dims, regions),
-            "ensemble_mean_rmse": verify.ensemble_mean_rmse(f, y, dim=dims, regions=regions),
-            "ensemble_mean_bias": verify.ensemble_mean_bias(f, y, dim=dims, regions=regions),
-            "spread": verify.ensemble_spread(f.where(y.notnull()), dim=dims, regions=regions),
-            "spread_skill_ratio": verify.spread_skill_ratio(f, y, dim=dims, regions=regions),
-            "best_member_rmse": verify.best_member_rmse(f, y, dim=dims, regions=regions),
-            "outlier_fraction": verify.outlier_fraction(f, y, dim=dims, regions=regions),
-            "rank_histogram": verify.rank_histogram(f, y, dim=dims, regions=regions),
-            "sigma_exceedance_fraction": verify.sigma_exceedance_counts(f, dim=dims) / m,
-        }
-        if control is not None:
-            error = (f.isel(member=control, drop=True) - y) ** 2
-            scores["control_rmse"] = np.sqrt(verify.reduce_mean(error, dims, regions))
+        events, tw, clim = None, None, None
         if climate:
-            events = list(EVENT_QUANTILES)
+            events = {e: (thresholds[name][e], above) for e, (_, above) in EVENT_QUANTILES.items()}
+            tw = thresholds[name]["above_q90"]
             clim = sample[name].rename({"time": "climate_sample"}).drop_vars("climate_sample", errors="ignore")
-            scores["crps_skill_score"] = verify.crps_skill_score(f, y, clim, climatology_dim="climate_sample", dim=dims,
-                                                                 regions=regions)
-            scores["twcrps_above_q90"] = verify.twcrps(f, y, thresholds[name]["above_q90"], dim=dims, regions=regions)
-            scores["brier_score"] = xr.concat(
-                [verify.brier_score(f, y, thresholds[name][e], above=EVENT_QUANTILES[e][1], dim=dims, regions=regions)
-                 for e in events], dim=xr.DataArray(events, dims="event", name="event"))
-            diagrams = [verify.reliability(f, y, thresholds[name][e], above=EVENT_QUANTILES[e][1], bins=10, dim=dims)
-                        for e in events]
-            for key in ("forecast_probability", "observed_frequency", "count"):
-                scores[f"reliability_{key}"] = xr.concat([d[key] for d in diagrams],
-                                                         dim=xr.DataArray(events, dims="event", name="event"))
+        scores = channel_scores(f, y, dims, regions, events, tw, clim, control, groups,
+                                rank_reference_members=GROUPED_RANK_REFERENCE_MEMBERS)
+        if climate:
             first = f.isel(init_time=0, lead_time=-1, drop=True)
             scores["exceedance_probability_map"] = xr.concat(
-                [verify.exceedance_probability(first, thresholds[name][e], above=EVENT_QUANTILES[e][1]) for e in events],
-                dim=xr.DataArray(events, dims="event", name="event"))
+                [verify.exceedance_probability(first, thresholds[name][e], above=EVENT_QUANTILES[e][1])
+                 for e in EVENT_QUANTILES], dim=xr.DataArray(list(EVENT_QUANTILES), dims="event", name="event"))
             scores["efi_map"] = verify.extreme_forecast_index(first, model_climate[name])
-        scores["crps_by_init_time"] = verify.reduce_mean(fair, [d for d in dims if d != "init_time"])
-        if groups is not None:
-            scores.update(grouped_scores(f, y, groups, dims, regions))
+        scores = {key: scores[key] for key in SCORE_ORDER if key in scores}
         ds = xr.Dataset(scores)
         ds = ds.drop_vars([c for c in ("valid_time", "member", "quantile", "init_time") if c in ds.coords and c not in ds.dims])
         per_channel.append(ds)
@@ -331,20 +351,3 @@ def score_ensemble(forecast: xr.Dataset, truth: xr.Dataset, dims=SCORE_DIMS, reg
     for name in channels:
         result.attrs[f"units_{name}"] = forecast[name].attrs.get("units", "")
     return describe_scores(result, {name: forecast[name].attrs.get("units", "") for name in channels})
-
-
-def grouped_scores(f, y, group: str, dims, regions) -> dict:
-    """Scores of a multi-checkpoint ensemble read against its own design: the grouped consistency ratio,
-    the within/between-checkpoint variances and the reliable outlier fraction and rank frequencies of a
-    consistent ensemble with the same design (:mod:`forecast.verify._grouped`)."""
-    from forecast.verify._grouped import group_sizes, reliable_outlier_fraction, reliable_rank_frequency
-
-    parts = verify.spread_decomposition(f, group=group, dim=dims, regions=regions, truth=y)
-    within, between = parts["within_group_variance"], parts["between_group_variance"]
-    ratio, sizes = (between / within).clip(min=0.0), group_sizes(f, "member", group)
-    scores = {"spread_skill_ratio_grouped": verify.spread_skill_ratio(f, y, dim=dims, regions=regions, group=group),
-              "within_group_variance": within, "between_group_variance": between,
-              "outlier_reliable_value_grouped": reliable_outlier_fraction(ratio, sizes)}
-    if sizes.sum() <= GROUPED_RANK_REFERENCE_MEMBERS:  # its quadrature grows with N (about 2 s at N = 1,024)
-        scores["rank_reliable_frequency_grouped"] = reliable_rank_frequency(ratio, sizes)
-    return scores
