@@ -194,11 +194,7 @@ def _rank_sorted_rows(xs, y, ids, seed, out):
                 lo = mid + 1
             else:
                 hi = mid
-        ties = lo - below
-        if ties:
-            u = _kernels._mix(np.uint64(seed) + np.uint64(ids[p]) * np.uint64(0x9E3779B97F4A7C15))
-            below += int(u % np.uint64(ties + 1))
-        out[p] = below
+        out[p] = below + _kernels.tie_draw(seed, ids[p], lo - below)
 
 
 @numba.njit(nogil=True, cache=True)

@@ -141,6 +141,16 @@ def _mix(h):
 
 
 @numba.njit(nogil=True, cache=True)
+def tie_draw(seed, row_id, ties):
+    """How many of ``ties`` members equal to the truth count as below it: uniform on ``0..ties``, from a
+    hash of ``seed`` and the row's id (the same row gets the same draw however the data is chunked)."""
+    if ties == 0:
+        return 0
+    u = _mix(np.uint64(seed) + np.uint64(row_id) * np.uint64(0x9E3779B97F4A7C15))
+    return int(u % np.uint64(ties + 1))
+
+
+@numba.njit(nogil=True, cache=True)
 def rank_rows(x, y, ids, seed, rank):
     """Rank of ``y`` among the members of each (unsorted) row: the number of members below it, with
     ties broken uniformly at random from a hash of ``seed`` and the row's id; -1 where ``y`` or any
@@ -162,10 +172,7 @@ def rank_rows(x, y, ids, seed, rank):
         if bad:
             rank[p] = -1
             continue
-        if ties:
-            u = _mix(np.uint64(seed) + np.uint64(ids[p]) * np.uint64(0x9E3779B97F4A7C15))
-            below += int(u % np.uint64(ties + 1))
-        rank[p] = below
+        rank[p] = below + tie_draw(seed, ids[p], ties)
 
 
 @numba.njit(nogil=True, cache=True)
