@@ -67,7 +67,7 @@ def calibrate_latent_correlation(model, analyses: Source, truth: Source, init_ti
 
 # -- bred-vector amplitude ------------------------------------------------------------------------
 # factors of the deterministic model's RMSE at skill.lead_hours tried by ``amplitude_factor: auto``
-AMPLITUDE_CANDIDATES = (0.05, 0.1, 0.15, 0.2, 0.25, 0.35, 0.45, 0.6)
+AMPLITUDE_CANDIDATES = (0.05, 0.1, 0.15, 0.2, 0.25, 0.35, 0.45, 0.6, 0.8, 1.0)
 
 
 def engine_crps(engine, truth: Source, models: list) -> float:
