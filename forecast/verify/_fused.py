@@ -156,15 +156,10 @@ def _event_sorted_rows(xs, thresholds, above, first, out):
             if n == 0 or np.isnan(t):
                 out[p, first + e] = np.nan
                 continue
-            lo, hi = 0, n  # above: first member > t; below: first member >= t
-            while lo < hi:
-                mid = (lo + hi) // 2
-                v = np.float64(row[mid])
-                if (v <= t) if above[e] else (v < t):
-                    lo = mid + 1
-                else:
-                    hi = mid
-            out[p, first + e] = (n - lo if above[e] else lo) / n
+            if above[e]:  # members > t start at the first member > t
+                out[p, first + e] = (n - np.searchsorted(row[:n], t, side="right")) / n
+            else:  # members < t end before the first member >= t
+                out[p, first + e] = np.searchsorted(row[:n], t, side="left") / n
 
 
 @numba.njit(nogil=True, cache=True)
@@ -179,21 +174,8 @@ def _rank_sorted_rows(xs, y, ids, seed, out):
         if np.isnan(yy) or _kernels._valid_count(row) < m:
             out[p] = -1.0
             continue
-        lo, hi = 0, m  # first member >= y
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if row[mid] < yy:
-                lo = mid + 1
-            else:
-                hi = mid
-        below = lo
-        hi = m  # first member > y
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if row[mid] <= yy:
-                lo = mid + 1
-            else:
-                hi = mid
+        below = np.searchsorted(row, yy, side="left")  # members < y
+        lo = np.searchsorted(row, yy, side="right")  # members <= y
         out[p] = below + _kernels.tie_draw(seed, ids[p], lo - below)
 
 
@@ -222,15 +204,7 @@ def _climate_crps(climate, y, rows, out):
         if n < 2 or np.isnan(yy):
             out[p] = np.nan
             continue
-        a = 0.0
-        s1 = 0.0
-        s0 = 0.0
-        for i in range(n):
-            d = np.float64(row[i]) - yy
-            a += abs(d)
-            s1 += (i + 1.0) * d
-            s0 += d
-        g = 2.0 * s1 - (n + 1) * s0
+        a, g = _kernels.crps_terms(row, n, yy)
         out[p] = a / n - g / (n * (n - 1.0))
 
 
@@ -439,7 +413,7 @@ def _chunk_block(x, y, thresholds, tw, sample, weights, masks, *, events: int, c
     return out[:, :, None, None, :]
 
 
-def channel_sums(f: xr.DataArray, y: xr.DataArray, dims, regions, events=None, twcrps_threshold=None,
+def channel_sums(f: xr.DataArray, y: xr.DataArray, regions, events=None, twcrps_threshold=None,
                  climate_sample=None, control: int | None = None, group: str | None = None) -> xr.DataArray:
     """The per-chunk sums of :func:`_chunk_sums` added over the chunks: ``(init_time, lead_time, sum)``, lazy."""
     order = ("member", "init_time", "lead_time", "lat", "lon")
@@ -503,19 +477,21 @@ def channel_scores(f: xr.DataArray, y: xr.DataArray, dims, regions, events=None,
     regions = _as_regions(regions)
     names = list(events or {})
     m = f.sizes["member"]
-    totals = channel_sums(f, y, dims, regions, events, twcrps_threshold, climate_sample, control, group)
+    totals = channel_sums(f, y, regions, events, twcrps_threshold, climate_sample, control, group)
     total = totals.sum("init_time")
     region = xr.DataArray([r.name for r in regions], dims="region", name="region")
     n_regions, n_means = len(regions), len(MEANS) + len(names)
 
     def ratio(start, count, shape, data, names_dims, coords):
         block = data.isel(sum=slice(start, start + count)).data.reshape(data.shape[:-1] + shape)
-        result = xr.DataArray(block, dims=data.dims[:-1] + names_dims, coords={**dict(data.coords), **coords})
-        return result
+        return xr.DataArray(block, dims=data.dims[:-1] + names_dims, coords={**dict(data.coords), **coords})
+
+    def weighted_mean(parts):  # part 0: the weighted sum; part 1: the sum of weights (NaN where it is 0)
+        return parts.isel(part=0) / parts.isel(part=1).where(parts.isel(part=1) != 0)
 
     means = ratio(0, n_means * n_regions * 2, (n_means, n_regions, 2), total, ("quantity", "region", "part"),
                   {"region": region})
-    means = means.isel(part=0) / means.isel(part=1).where(means.isel(part=1) != 0)
+    means = weighted_mean(means)
     mean = {name: means.isel(quantity=k, drop=True) for k, name in enumerate(list(MEANS) + [f"brier_{e}" for e in names])}
     offset = n_means * n_regions * 2
     sigma = ratio(offset, len(SIGMA_LEVELS) * 2, (len(SIGMA_LEVELS), 2), total, ("k", "part"),
@@ -528,7 +504,7 @@ def channel_scores(f: xr.DataArray, y: xr.DataArray, dims, regions, events=None,
     offset += n_regions * (m + 1)
     errors = ratio(_sums_width(len(names), n_regions, m), m * n_regions * 2, (m, n_regions, 2), total,
                    ("member", "region", "part"), {"region": region})
-    best = np.sqrt(errors.isel(part=0) / errors.isel(part=1).where(errors.isel(part=1) != 0)).min("member")
+    best = np.sqrt(weighted_mean(errors)).min("member")
 
     outlier = mean["outlier_fraction"]
     outlier.attrs["reliable_value"] = 2.0 / (m + 1)
@@ -542,7 +518,7 @@ def channel_scores(f: xr.DataArray, y: xr.DataArray, dims, regions, events=None,
         "best_member_rmse": best,
         "outlier_fraction": outlier,
         "rank_histogram": ranks.transpose("region", "lead_time", "rank").astype(np.int64),
-        "sigma_exceedance_fraction": (sigma.isel(part=0) / sigma.isel(part=1).where(sigma.isel(part=1) != 0)) / m,
+        "sigma_exceedance_fraction": weighted_mean(sigma) / m,
     }
     if control is not None:
         scores["control_rmse"] = np.sqrt(mean["control"])

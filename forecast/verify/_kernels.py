@@ -81,6 +81,22 @@ def _valid_count(row):
     return n
 
 
+@numba.njit(nogil=True, cache=True, fastmath=REASSOCIATE, inline="always")
+def crps_terms(row, n, yy):
+    """``(A, G)`` of :func:`crps_rows` for the first ``n`` (sorted, non-NaN) values of ``row`` against ``yy``."""
+    a = 0.0
+    s1 = 0.0
+    s0 = 0.0
+    rank = 0.0  # a float counter, not (i + 1): AVX2 has no vector int64 -> float64, so the loop would stay scalar
+    for i in range(n):
+        d = np.float64(row[i]) - yy
+        rank += 1.0
+        a += abs(d)
+        s1 += rank * d
+        s0 += d
+    return a, 2.0 * s1 - (n + 1) * s0
+
+
 @numba.njit(nogil=True, cache=True, fastmath=REASSOCIATE)
 def crps_rows(xs, y, fair, standard):
     """Fair and standard CRPS per row of sorted members ``xs`` against ``y``.
@@ -99,17 +115,7 @@ def crps_rows(xs, y, fair, standard):
             fair[p] = np.nan
             standard[p] = np.nan
             continue
-        a = 0.0
-        s1 = 0.0
-        s0 = 0.0
-        rank = 0.0  # a float counter, not (i + 1): AVX2 has no vector int64 -> float64, so the loop would stay scalar
-        for i in range(n):
-            d = np.float64(row[i]) - yy
-            rank += 1.0
-            a += abs(d)
-            s1 += rank * d
-            s0 += d
-        g = 2.0 * s1 - (n + 1) * s0
+        a, g = crps_terms(row, n, yy)
         standard[p] = a / n - g / (n * n)
         fair[p] = a / n - g / (n * (n - 1.0)) if n > 1 else np.nan
 
