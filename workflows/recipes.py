@@ -260,7 +260,7 @@ def run_ensemble(config: Config, members: str | None = None, init_times: str | N
 
 # -- scoring --------------------------------------------------------------------------------------
 # stores with at most this much float32 data score on threads in this process: each fused scoring task holds one
-# tile, so memory stays at a few tiles per thread (a 4.3 GB store: peak 1.5 GB on threads, 2.4 GB on 2 local workers)
+# tile, so memory stays at a few tiles per thread (docs/scoring-speed.md: a 4.8 GB store peaks at about 2 GB)
 IN_PROCESS_BYTES = 16 << 30
 
 
@@ -274,10 +274,9 @@ def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: st
     names the dimensions of a store another tool wrote (:func:`forecast.verify.parse_dims`). The cluster
     is ``scheduler`` (an address), else Slurm jobs (``slurm``: a :class:`workflows.cluster.SlurmOptions`),
     else, by size: a store of at most :data:`IN_PROCESS_BYTES` of data scores on Dask's threaded scheduler
-    in this process (``workers`` threads; the kernels release the GIL, and worker processes cost start-up and
-    copies between them: a 4.3 GB synthetic store of 128 members at 361x720 scored in 49 s on threads, 109 s
-    on a local cluster of 2 workers, 2 loaded cores; ``bench/score_store.py``), a larger one on a local
-    cluster of ``workers`` processes (default: one per core); ``in_process`` forces the choice.
+    in this process (``workers`` threads; the kernels release the GIL, and worker processes would only add
+    start-up and copies between them), a larger one on a local cluster of ``workers`` processes (default:
+    one per core); ``in_process`` forces the choice.
     ``regions`` adds user boxes (:class:`forecast.verify.Region`) to the standard four. Progress is a bar on
     a terminal and a log line per finished score otherwise (on the cluster). Store, truth and their fit are
     checked before anything is written. An unfinished store is refused (``StoreError``) unless
