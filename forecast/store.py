@@ -285,9 +285,12 @@ class EnsembleStore:
             self._counts_stored(init_index, block_index)
 
     def _counts_stored(self, init_index: int, block_index: int) -> bool:
-        counts = self.group["statistics_parts/counts"]
-        key = counts.metadata.encode_chunk_key((init_index, block_index) + (0,) * (counts.ndim - 2))
-        return (self.path / "statistics_parts" / "counts" / key).is_file()
+        return self._chunk_file("statistics_parts/counts", (init_index, block_index)).is_file()
+
+    def _chunk_file(self, name: str, index) -> Path:
+        """The file of array ``name``'s chunk at ``index`` (chunk coordinates; missing trailing ones are 0)."""
+        array = self.group[name]
+        return self.path / name / array.metadata.encode_chunk_key(tuple(index) + (0,) * (array.ndim - len(index)))
 
     def statistics_part(self, init_index: int, block_index: int) -> dict[str, np.ndarray]:
         """The stored accumulator arrays of one block (empty tails when ``tail_members`` is 0)."""
@@ -302,15 +305,14 @@ class EnsembleStore:
         """The chunk files of start date ``init_index``'s statistics parts (flags included) on disk: the
         parts of blocks, until finalisation removes them."""
         files = []
-        for name, array in self.group["statistics_parts"].arrays():
+        for name, _ in self.group["statistics_parts"].arrays():
             folder = self.path / "statistics_parts" / name
-            keys = [array.metadata.encode_chunk_key((init_index, b) + (0,) * (array.ndim - 2))
-                    for b in range(len(self.blocks))]
-            if all("/" not in key for key in keys):  # flat keys: one listing of the folder
+            chunks = [self._chunk_file(f"statistics_parts/{name}", (init_index, b)) for b in range(len(self.blocks))]
+            if all(chunk.parent == folder for chunk in chunks):  # flat keys: one listing of the folder
                 names = set(os.listdir(folder)) if folder.is_dir() else set()
-                files += [folder / key for key in keys if key in names]
+                files += [chunk for chunk in chunks if chunk.name in names]
             else:  # nested keys (stores created before flat keys)
-                files += [folder / key for key in keys if (folder / key).is_file()]
+                files += [chunk for chunk in chunks if chunk.is_file()]
         return files
 
     def drop_statistics_parts(self, init_index: int) -> int:
@@ -326,8 +328,7 @@ class EnsembleStore:
         files = self.statistics_part_files(init_index)
         if not files:
             return 0
-        fsync_files([*self._statistics_files(init_index), self.path / "manifest" / "statistics_done" /
-                     self.group["manifest/statistics_done"].metadata.encode_chunk_key((init_index,))])
+        fsync_files([*self._statistics_files(init_index), self._chunk_file("manifest/statistics_done", (init_index,))])
         order = {"complete": 0, "counts": 2}
         files.sort(key=lambda f: order.get(f.relative_to(self.path).parts[1], 1))
         for file in files:
@@ -343,8 +344,7 @@ class EnsembleStore:
             grid = [-(-size // step) for size, step in zip(array.shape, array.chunks)]
             grid[axis] = 1
             for index in np.ndindex(*grid):
-                index = index[:axis] + (init_index // array.chunks[axis],) + index[axis + 1:]
-                files.append(self.path / name / array.metadata.encode_chunk_key(index))
+                files.append(self._chunk_file(name, index[:axis] + (init_index // array.chunks[axis],) + index[axis + 1:]))
         return files
 
     def statistics_done(self, init_index: int) -> bool:
@@ -510,8 +510,8 @@ class EnsembleStore:
         lead_hi = array.shape[2] if lead_hi is None else lead_hi
         for m in range(lo - lo % shards[0], hi, shards[0]):
             for lead in range(lead_lo - lead_lo % shards[2], lead_hi, shards[2]):
-                key = array.metadata.encode_chunk_key((m // shards[0], init_index // shards[1], lead // shards[2], 0, 0))
-                yield (self.path / name / key, (m, min(m + shards[0], array.shape[0])),
+                yield (self._chunk_file(name, (m // shards[0], init_index // shards[1], lead // shards[2])),
+                       (m, min(m + shards[0], array.shape[0])),
                        (lead, min(lead + shards[2], array.shape[2])))
 
     def _decodes(self, name: str, init_index: int, members: tuple, leads: tuple) -> bool:
