@@ -17,6 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
+# a requeued job waits this long before it starts again (Slurm's default is 120 s): the old run's revoked
+# credential has to expire first, or slurmd refuses the new launch ("Job credential revoked") and the job fails
+CRED_EXPIRE_S = 10
+
 DAEMONS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "sinfo")
 
 
@@ -200,7 +204,7 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={r / 'munge.socket'}
+AuthInfo=socket={r / 'munge.socket'},cred_expire={CRED_EXPIRE_S}
 StateSaveLocation={r / 'state'}
 SlurmdSpoolDir={r / 'spool'}
 SlurmctldPidFile={r / 'slurmctld.pid'}
