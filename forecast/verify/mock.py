@@ -13,9 +13,15 @@ import xarray as xr
 
 from forecast.channels import channel_attrs
 from forecast.grid import Grid
+from forecast.hashing import derived_seed
 
 MOCK_SCALE = {"z500": 400.0, "t2m": 2.0, "u500": 3.0, "v500": 3.0, "tcwv": 2.0}
 MOCK_MEAN = {"z500": 55000.0, "t2m": 285.0, "u500": 5.0, "v500": 0.0, "tcwv": 20.0}
+
+
+def _rng(seed, *identity):
+    """A numpy generator for one draw, seeded from its identity by the project's one seed derivation."""
+    return np.random.default_rng(derived_seed("mock", seed, *identity))
 
 
 def _smooth_noise(rng, shape, nlat, nlon):
@@ -42,7 +48,7 @@ def mock_truth(channels=("z500", "t2m"), init_times: int = 2, leads: int = 4, nl
     first = init[0] - np.timedelta64(extra_days * 24, "h")
     last = init[-1] + lead[-1]
     time = np.arange(first, last + np.timedelta64(1, "s"), np.timedelta64(dt_hours, "h")).astype("datetime64[ns]")
-    rng = np.random.default_rng([seed, 1])
+    rng = _rng(seed, "truth")
     data = {}
     for k, name in enumerate(channels):
         scale, mean = MOCK_SCALE.get(name, 1.0), MOCK_MEAN.get(name, 0.0)
@@ -75,9 +81,9 @@ def mock_members(truth: xr.Dataset, members: int, init_times: int = 2, leads: in
             for j, lt in enumerate(lead):
                 y = truth[name].sel(time=t + lt).values.astype(np.float64)
                 s = scale * error_scale[j]
-                centre = y - s * _smooth_noise(np.random.default_rng([seed, 2, k, i, j]), (), nlat, nlon)
+                centre = y - s * _smooth_noise(_rng(seed, "centre", name, i, j), (), nlat, nlon)
                 for m in range(count):
-                    error = _smooth_noise(np.random.default_rng([seed, 3, k, i, j, member_offset + m]), (), nlat, nlon)
+                    error = _smooth_noise(_rng(seed, "member", name, i, j, member_offset + m), (), nlat, nlon)
                     out[m, i, j, k] = centre + spread_factor * s * error
     return out
 
