@@ -285,10 +285,14 @@ class ScoreSection:
             raise SettingError("worker_memory", "is empty; give a size such as 4GiB or leave the key out")
         object.__setattr__(self, "regions", tuple(self.regions))
         if self.regions:  # only then: forecast.verify imports xarray
+            from forecast.errors import InputError
             from forecast.verify import Region
 
-            for text in self.regions:
-                Region.parse(str(text))
+            for i, text in enumerate(self.regions):
+                try:
+                    Region.parse(str(text))
+                except InputError as error:
+                    raise SettingError(f"regions[{i}]", f"is unusable: {error}") from None
 
     def keywords(self) -> dict:
         """The keyword arguments of :func:`workflows.recipes.score_store` these settings give."""
