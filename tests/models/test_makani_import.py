@@ -125,11 +125,13 @@ def make_package(tmp_path, name="pkg", layout="flexible", params=None, config=No
     pickled params, config.json and the weights; ``checkpoint(ck)`` edits the saved dict last.
     """
     root = tmp_path / name
-    shutil.copytree(FIXTURE / "package", root)
-    (root / "training_checkpoints" / "best_ckpt_mp0.tar").chmod(0o644)
+    # the fixture is read-only (as a shared model package often is): the copy gets the modes of new files,
+    # so that a user who is not root can edit it (root ignores modes)
+    shutil.copytree(FIXTURE / "package", root, copy_function=shutil.copyfile)
+    for folder in [root, *(p for p in root.rglob("*") if p.is_dir())]:
+        folder.chmod(0o755)
     if config is not None:
         path = root / "config.json"
-        path.chmod(0o644)
         edited = json.loads(path.read_text())
         config(edited)
         path.write_text(json.dumps(edited, indent=2))
