@@ -173,6 +173,24 @@ class MemberPlan:
             blocks.append((first, stop))
         return blocks
 
+    def n_blocks(self, batch_size: int) -> int:
+        """``len(self.blocks(batch_size))`` without listing them (a dry run of a billion members is instant).
+
+        Every window is one block, plus one for each checkpoint boundary inside a window (not on its edge).
+
+        >>> plan = MemberPlan(3, 4)
+        >>> plan.n_blocks(3) == len(plan.blocks(3)), plan.n_blocks(3)
+        (True, 6)
+        """
+        if batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, got {batch_size}")
+        windows = -(-self.size // batch_size)
+        if self.members_per_checkpoint == 0:  # the control alone
+            return windows
+        # checkpoint c starts at offset + c * members_per_checkpoint; count the starts that are not window edges
+        boundaries = range(self.offset + self.members_per_checkpoint, self.size, self.members_per_checkpoint)
+        return windows + sum(1 for b in boundaries if b % batch_size)
+
     def blocks_for(self, start: int, stop: int, batch_size: int) -> list[tuple[int, int]]:
         """The blocks that hold any of the members ``start:stop``."""
         check_member_range(start, stop, self.size)

@@ -276,7 +276,7 @@ def run_size(config: Config, experiment: str | None = None) -> RunSize:
                    members=plan.size, channels=tuple(channels), stored=stored, statistics_channels=tuple(s.channels),
                    nlat=nlat, nlon=nlon, dt_hours=dt, lead_steps=lead_steps, batch_size=batch, batch_note=batch_note,
                    lead_chunk=shard_leads(batch, len(stored), nlat * nlon, lead_steps + 1),
-                   windows=len(plan.windows(batch)), blocks=len(plan.blocks(batch)), keepbits={c: b for c, b in keepbits.items() if c in channels},
+                   windows=-(-plan.size // batch), blocks=plan.n_blocks(batch), keepbits={c: b for c, b in keepbits.items() if c in channels},
                    keepbits_note=note, statistics_fields=statistics_fields,
                    thresholds=sum(len(s.thresholds.get(c, ())) for c in s.channels), tail_members=s.tail_members, seconds_per_member_step=seconds,
                    seconds_source=source, breeding_member_steps=breeding, model_source=model_source)

@@ -4,6 +4,7 @@ import torch
 
 from ensembles.perturb import BredVector, SphericalGaussian, hemispheric_rescale, hemispheric_rms
 from ensembles.plan import MemberPlan, parse_member_range
+from forecast.errors import InputError
 from ensembles.seeds import member_generator, member_seed
 from forecast.grid import Grid
 
@@ -35,6 +36,26 @@ def test_member_plan_is_checkpoint_major_with_pairs_and_control():
     assert plan.perturbation_groups([0], 2) == [[0]] and plan.perturbation_groups([1, 2], 4) == [[0, 1], [2, 3]]
     with pytest.raises(ValueError, match="batch_size"):
         plan.blocks(0)
+
+
+def test_the_block_count_without_listing_equals_the_listed_blocks():
+    """``n_blocks`` (what the dry run and the pre-flight size check use) against ``blocks`` itself."""
+    cases = 0
+    for checkpoints in range(1, 5):
+        for members in range(0, 11):
+            for control in (True, False):
+                for perturbation in ("paired", "single", "none"):
+                    try:
+                        plan = MemberPlan(checkpoints, members, control=control, perturbation=perturbation)
+                    except InputError:
+                        continue
+                    for batch in range(1, 24):
+                        assert plan.n_blocks(batch) == len(plan.blocks(batch)), (plan, batch)
+                        cases += 1
+    assert cases > 4000
+    # instant for a billion members per checkpoint: 14.5e9 + 1 windows (the control makes the count odd), and the
+    # control shifts each of the 28 checkpoint starts off a window edge, splitting one window each
+    assert MemberPlan(29, 10**9).n_blocks(2) == 29 * 10**9 // 2 + 1 + 28
 
 
 @pytest.mark.parametrize("text", ["5:3", "-1:2", "0:99", "x"])
