@@ -555,3 +555,19 @@ def bundled_config(name: str) -> Path:
     if not path.is_file():
         raise ConfigError(f"no bundled config named {name!r}")
     return path
+
+
+def ensemble_section(config: Config, experiment: str | None = None):
+    """The ``ensemble`` section, or the named experiment's version of it."""
+    if experiment is None:
+        return config.ensemble
+    if experiment not in config.experiments:
+        raise ConfigError(f"unknown experiment {experiment!r}; the config defines {sorted(config.experiments)}")
+    return config.experiments[experiment]
+
+
+def store_path(config: Config, experiment: str | None = None) -> Path:
+    """The store of the ensemble, or of the named experiment (``paths.experiments/NAME.zarr``)."""
+    if experiment is None:
+        return config.paths.resolve("store")
+    return config.paths.resolve("experiments") / f"{experiment}.zarr"

@@ -51,7 +51,7 @@ def _exists(path: Path) -> bool:
 
 def missing_inputs(config: Config, command: str, experiment: str | None = None) -> list[str]:
     """One line per input ``command`` needs that does not exist yet (nothing is opened)."""
-    from workflows.recipes import ensemble_section
+    from workflows.config import ensemble_section
 
     lines = []
     section = ensemble_section(config, experiment)
@@ -235,7 +235,7 @@ def run_size(config: Config, experiment: str | None = None) -> RunSize:
     """The size of one start date of the ensemble (or experiment) ``config`` describes."""
     from ensembles.plan import MemberPlan
     from forecast.store import STATISTICS, shard_leads
-    from workflows.recipes import ensemble_section, store_path
+    from workflows.config import ensemble_section, store_path
 
     e = ensemble_section(config, experiment)
     checkpoints = checkpoint_dirs(config, e.models or None)
@@ -301,7 +301,7 @@ def dry_run(config: Config, command: str, experiment: str | None = None) -> str:
                    + (f" ({_names(todo)})" if todo else "") + "; the others exist and are kept")
     if command in ("run", "nightly"):
         size = run_size(config, experiment)
-        from workflows.recipes import ensemble_section
+        from workflows.config import ensemble_section
 
         starts = 1 if command == "nightly" else len(ensemble_section(config, experiment).init_times.times())
         out.append(f"# sizing (per start date; {'one per nightly cycle' if command == 'nightly' else f'{starts} configured'})")

@@ -15,7 +15,7 @@ import numpy as np
 
 from forecast.files import atomic_write
 from forecast.machine import available_cores
-from workflows.config import Config, ConfigError, library_settings
+from workflows.config import Config, ConfigError, ensemble_section, library_settings, store_path
 from workflows.training import checkpoint_dirs, model_sets, train_checkpoints  # noqa: F401
 
 log = logging.getLogger(__name__)
@@ -99,21 +99,6 @@ def perturbation_settings(config: Config, checkpoints: list[Path], section=None)
         factor = 1.0 if factor == "auto" else factor  # auto: the RMSE itself, scaled once calibrated
         amplitude = {c: factor * float(np.mean([s[c] for s in skills])) for c in channels}
     return library_settings(PerturbationSettings, p, amplitude=amplitude)
-
-
-def ensemble_section(config: Config, experiment: str | None = None):
-    """The ``ensemble`` section, or the named experiment's version of it."""
-    if experiment is None:
-        return config.ensemble
-    if experiment not in config.experiments:
-        raise ConfigError(f"unknown experiment {experiment!r}; the config defines {sorted(config.experiments)}")
-    return config.experiments[experiment]
-
-
-def store_path(config: Config, experiment: str | None = None) -> Path:
-    if experiment is None:
-        return config.paths.resolve("store")
-    return config.paths.resolve("experiments") / f"{experiment}.zarr"
 
 
 def build_engine(config: Config, local_rank: int = 0, experiment: str | None = None, rank: int = 0):
@@ -245,7 +230,7 @@ def run_ensemble(config: Config, members: str | None = None, init_times: str | N
 
     check_path_length(path)
     if not (path / "zarr.json").is_file():  # bad input must not leave a store behind
-        check_run(engine, path, init_indices)
+        check_run(engine, path, init_indices, config, experiment)
     from workflows.errors import naming
 
     with naming(path):  # a full disk names the store

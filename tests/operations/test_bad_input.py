@@ -184,6 +184,18 @@ def test_existing_store_with_another_schema(tiny_world, forecast_processes, comp
     assert {p: p.read_bytes() for p in store.rglob("*") if p.is_file()} == before  # untouched
 
 
+@pytest.mark.parametrize("typo", ["ensemble.lead_hours=999999996", "ensemble.members_per_checkpoint=1000000000"])
+def test_a_store_that_cannot_fit_is_refused_before_anything_is_built(tiny_world, forecast_processes, tmp_path, typo):
+    """A typo of a few digits made a store of petabytes: before the pre-flight size check the run took the
+    machine's memory (18 GB in a minute) building its plan, with no line at all."""
+    store = tmp_path / "new" / "s.zarr"
+    result = run(forecast_processes, tiny_world, store, typo)
+    assert_one_line_error(result, 4, f"{store} would need about", " TB ", f"{tmp_path} has ", "cannot fit",
+                          "forecast run --dry-run")
+    assert not (tmp_path / "new").exists()
+    assert run(forecast_processes, tiny_world, store).returncode == 0  # the corrected run simply runs
+
+
 @pytest.mark.system
 def test_read_only_output_folder(tiny_world, forecast_processes, tmp_path):
     with tmpfs(tmp_path / "ro", "1m", read_only=True) as folder:
