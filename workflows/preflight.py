@@ -187,7 +187,7 @@ def check_space(config, engine, path: str | os.PathLike, experiment: str | None 
 
     size = run_size(config, experiment)
     size = replace(size, batch_size=engine.batch_size, blocks=engine.plan.n_blocks(engine.batch_size))
-    dates = len(engine.init_times)
+    dates = max(1, len(engine.init_times))
     store = dates * size.start_date_bytes(statistics_only=True, compressed=True)
     parts = dates * size.blocks * size.accumulator_bytes
     need = store + parts
