@@ -714,8 +714,14 @@ def _codecs(layout: StoreLayout, channel: str) -> dict:
     return encoding
 
 
-def _write_template(path: Path, schema: StoreSchema, seeds: dict, title: str) -> None:
+def _lazy_zeros(shape: tuple):
+    """Float32 zeros of ``shape`` as one lazy Dask chunk: a data variable of the template, never computed."""
     import dask.array as da
+
+    return da.zeros(shape, chunks=shape, dtype=np.float32)
+
+
+def _write_template(path: Path, schema: StoreSchema, seeds: dict, title: str) -> None:
     import xarray as xr
     import zarr
 
@@ -750,7 +756,7 @@ def _write_template(path: Path, schema: StoreSchema, seeds: dict, title: str) ->
         attrs = channel_attrs(name)
         if name in layout.keepbits:
             attrs["bitround_keepbits"] = layout.keepbits[name]
-        data[name] = (dims, da.zeros((n_members, n_init, n_lead, *fields), chunks=shard, dtype=np.float32), attrs)
+        data[name] = (dims, _lazy_zeros((n_members, n_init, n_lead, *fields)), attrs)
         encoding[name] = {"chunks": inner, "shards": shard, **_codecs(layout, name)}
     spec = schema.statistics
     stat_chunks = (1, shard[2], *fields)
@@ -758,22 +764,20 @@ def _write_template(path: Path, schema: StoreSchema, seeds: dict, title: str) ->
         attrs = channel_attrs(channel)
         for stat in STATISTICS:
             name = f"{channel}_ensemble_{stat}"
-            data[name] = (dims[1:], da.zeros((n_init, n_lead, *fields), chunks=stat_chunks, dtype=np.float32),
+            data[name] = (dims[1:], _lazy_zeros((n_init, n_lead, *fields)),
                           {**attrs, "long_name": f"ensemble {stat} of {attrs['long_name']}", "cell_methods": f"member: {stat}"})
             encoding[name] = {"chunks": stat_chunks}
         thresholds = spec.get("thresholds", {}).get(channel)
         if thresholds:
             name, dim = f"{channel}_exceedance_probability", f"{channel}_threshold"
             coords[dim] = (dim, np.asarray(thresholds, dtype=np.float64), {"units": attrs["units"]})
-            data[name] = ((dim, *dims[1:]), da.zeros((len(thresholds), n_init, n_lead, *fields), chunks=(1, *stat_chunks),
-                                                    dtype=np.float32),
+            data[name] = ((dim, *dims[1:]), _lazy_zeros((len(thresholds), n_init, n_lead, *fields)),
                           {"units": "1", "long_name": f"fraction of members with {channel} above the threshold"})
             encoding[name] = {"chunks": (1, *stat_chunks)}
         if spec.get("quantiles"):
             coords["quantile"] = ("quantile", np.asarray(spec["quantiles"], dtype=np.float64))
             name = f"{channel}_quantile"
-            data[name] = (("quantile", *dims[1:]), da.zeros((len(spec["quantiles"]), n_init, n_lead, *fields),
-                                                         chunks=(1, *stat_chunks), dtype=np.float32),
+            data[name] = (("quantile", *dims[1:]), _lazy_zeros((len(spec["quantiles"]), n_init, n_lead, *fields)),
                           {**attrs, "long_name": f"ensemble quantile of {attrs['long_name']} (exact, from the tails)"})
             encoding[name] = {"chunks": (1, *stat_chunks)}
     attrs = {"title": title, "Conventions": "CF-1.10", "code_version": __version__,
@@ -785,7 +789,10 @@ def _write_template(path: Path, schema: StoreSchema, seeds: dict, title: str) ->
         encoding.setdefault(name, {}).setdefault("compressors", [_zstd(layout.zstd_level)])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # BitRound is a numcodecs codec outside the v3 spec
-        ds.to_zarr(str(path), mode="w-", compute=False, consolidated=False, zarr_format=3, encoding=encoding)
+        # metadata and coordinates only: the data variables' (never computed) zeros are one Dask chunk each, so
+        # their chunks need not line up with the store's; one task per shard made a HENS store take hours
+        ds.to_zarr(str(path), mode="w-", compute=False, consolidated=False, zarr_format=3, encoding=encoding,
+                   safe_chunks=False)
     group = zarr.open_group(str(path), mode="r+")
     _create_manifest(group, schema)
     _create_statistics_parts(group, schema)
