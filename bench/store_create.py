@@ -31,10 +31,11 @@ HERE = Path(__file__).resolve().parents[1]
 
 CREATE = """
 import sys, time
+import numpy as np
 from workflows.config import load_config
 from workflows.recipes import build_engine
 workdir, members, dates, store = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-stop = (__import__("numpy").datetime64("2000-01-12T00") + (dates - 1) * __import__("numpy").timedelta64(6, "h"))
+stop = np.datetime64("2000-01-12T00") + (dates - 1) * np.timedelta64(6, "h")
 config = load_config("workflows/configs/tiny.yaml", [f"paths.workdir={workdir}", f"paths.store={store}",
                      f"ensemble.members_per_checkpoint={members}", "ensemble.init_times.start=2000-01-12T00",
                      f"ensemble.init_times.stop={stop}", "ensemble.init_times.every_hours=6"])

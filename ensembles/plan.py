@@ -173,6 +173,12 @@ class MemberPlan:
             blocks.append((first, stop))
         return blocks
 
+    def n_windows(self, batch_size: int) -> int:
+        """``len(self.windows(batch_size))`` without listing them."""
+        if batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, got {batch_size}")
+        return -(-self.size // batch_size)
+
     def n_blocks(self, batch_size: int) -> int:
         """``len(self.blocks(batch_size))`` without listing them (a dry run of a billion members is instant).
 
@@ -182,9 +188,7 @@ class MemberPlan:
         >>> plan.n_blocks(3) == len(plan.blocks(3)), plan.n_blocks(3)
         (True, 6)
         """
-        if batch_size < 1:
-            raise InputError(f"batch_size must be at least 1, got {batch_size}")
-        windows = -(-self.size // batch_size)
+        windows = self.n_windows(batch_size)
         if self.members_per_checkpoint == 0:  # the control alone
             return windows
         # checkpoint c starts at offset + c * members_per_checkpoint; count the starts that are not window edges

@@ -174,16 +174,16 @@ class RunSize:
         ]
         if self.statistics_channels:
             out.append(f"streaming statistics: {self.statistics_fields} arrays per lead and start date; the accumulator "
-                       f"holds {_bytes(self.accumulator_bytes)} of host memory per process; the store keeps one "
+                       f"holds {decimal_bytes(self.accumulator_bytes)} of host memory per process; the store keeps one "
                        f"accumulator per block ({self.blocks:,} blocks) in statistics_parts: up to "
-                       f"{_bytes(self.blocks * self.accumulator_bytes)} per start date before zstd, removed once "
+                       f"{decimal_bytes(self.blocks * self.accumulator_bytes)} per start date before zstd, removed once "
                        "its statistics are final")
         for label, only, packed in (("all channels, float32", False, False),
                                     ("statistics-only applied, float32", True, False),
                                     ("all channels, BitRound", False, True),
                                     ("statistics-only and BitRound", True, True)):
-            out.append(f"  {label:34s} {_bytes(self.member_step_bytes(only, packed)):>10s} per member-step  "
-                       f"{_bytes(self.start_date_bytes(only, packed)):>10s} per start date")
+            out.append(f"  {label:34s} {decimal_bytes(self.member_step_bytes(only, packed)):>10s} per member-step  "
+                       f"{decimal_bytes(self.start_date_bytes(only, packed)):>10s} per start date")
         out.append("  (BitRound sizes count the sign, exponent and kept mantissa bits of float32; zstd on top usually "
                    "does better: 49% of float32 measured on the demo with keep-bits 12/8/8/8)")
         out.append(f"GPU time per start date: {rollout:,.4g} GPU-hours rollout + {breeding:,.4g} breeding = "
@@ -192,10 +192,10 @@ class RunSize:
         return out
 
 
-def _bytes(n: float) -> str:
+def decimal_bytes(n: float) -> str:
     """``n`` bytes in decimal units (kB to PB).
 
-    >>> _bytes(307_000_000), _bytes(512)
+    >>> decimal_bytes(307_000_000), decimal_bytes(512)
     ('307 MB', '512 B')
     """
     for unit, size in (("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
@@ -276,7 +276,7 @@ def run_size(config: Config, experiment: str | None = None) -> RunSize:
                    members=plan.size, channels=tuple(channels), stored=stored, statistics_channels=tuple(s.channels),
                    nlat=nlat, nlon=nlon, dt_hours=dt, lead_steps=lead_steps, batch_size=batch, batch_note=batch_note,
                    lead_chunk=shard_leads(batch, len(stored), nlat * nlon, lead_steps + 1),
-                   windows=-(-plan.size // batch), blocks=plan.n_blocks(batch), keepbits={c: b for c, b in keepbits.items() if c in channels},
+                   windows=plan.n_windows(batch), blocks=plan.n_blocks(batch), keepbits={c: b for c, b in keepbits.items() if c in channels},
                    keepbits_note=note, statistics_fields=statistics_fields,
                    thresholds=sum(len(s.thresholds.get(c, ())) for c in s.channels), tail_members=s.tail_members, seconds_per_member_step=seconds,
                    seconds_source=source, breeding_member_steps=breeding, model_source=model_source)
@@ -308,6 +308,6 @@ def dry_run(config: Config, command: str, experiment: str | None = None) -> str:
         out += size.lines()
         if starts > 1:
             total = size.start_date_bytes(True, True) * starts
-            out.append(f"all {starts} start dates: {_bytes(total)} (statistics-only and BitRound), "
+            out.append(f"all {starts} start dates: {decimal_bytes(total)} (statistics-only and BitRound), "
                        f"{sum(size.gpu_hours) * starts:,.4g} GPU-hours")
     return "\n".join(out) + "\n"

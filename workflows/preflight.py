@@ -41,15 +41,14 @@ STORE_DEPTH = 64  # characters a store adds below its own path (channel/c/0/0/0/
 LEAST_FRACTION = 0.25
 
 
-def check_run(engine, path: str | os.PathLike, init_indices=None, config=None, experiment: str | None = None) -> None:
-    """All checks of a run of ``engine`` into the store ``path`` for the start dates ``init_indices``
-    (default all); raises the project's error naming the device, checkpoint, date and channel, or path.
-    With the run's ``config`` (and ``experiment``), also the space the store needs (:func:`check_space`)."""
+def check_run(config, engine, path: str | os.PathLike, init_indices=None, experiment: str | None = None) -> None:
+    """All checks of a run of ``engine`` (built from ``config`` and ``experiment``) into the store ``path``
+    for the start dates ``init_indices`` (default all); raises the project's error naming the device,
+    checkpoint, space, date and channel, or path. The cheap space check comes before the data is read."""
     check_device(engine.device)
     check_checkpoints(engine.checkpoints)
+    check_space(config, engine, path, experiment)
     check_initial_states(engine, init_indices)
-    if config is not None:
-        check_space(config, engine, path, experiment)
     check_writable(path)
 
 
@@ -183,7 +182,7 @@ def check_space(config, engine, path: str | os.PathLike, experiment: str | None 
     hold it: the dry run's estimate (:func:`workflows.dryrun.run_size`, this run's batch size) for every start
     date, plus the streaming-statistics parts, which stay until the last block of a start date is done.
     Refused when :data:`LEAST_FRACTION` of it exceeds the free space; a warning when the whole of it does."""
-    from workflows.dryrun import _bytes, run_size
+    from workflows.dryrun import decimal_bytes, run_size
 
     size = run_size(config, experiment)
     size = replace(size, batch_size=engine.batch_size, blocks=engine.plan.n_blocks(engine.batch_size))
@@ -193,9 +192,9 @@ def check_space(config, engine, path: str | os.PathLike, experiment: str | None 
     need = store + parts
     folder = next(p for p in Path(os.path.abspath(path)).parents if p.is_dir())
     free = shutil.disk_usage(folder).free
-    what = (f"{path} would need about {_bytes(need)} ({dates} start date(s) of {_bytes(store / dates)}"
-            + (f", plus {_bytes(parts)} of statistics parts while it runs" if parts else "")
-            + f"; the dry run's estimate) and {folder} has {_bytes(free)} free")
+    what = (f"{path} would need about {decimal_bytes(need)} ({dates} start date(s) of {decimal_bytes(store / dates)}"
+            + (f", plus {decimal_bytes(parts)} of statistics parts while it runs" if parts else "")
+            + f"; the dry run's estimate) and {folder} has {decimal_bytes(free)} free")
     if LEAST_FRACTION * need > free:
         raise DiskFullError(errno.ENOSPC, f"{what}: it cannot fit. Free space or make the run smaller "
                                           "(forecast run --dry-run shows the sizes)")

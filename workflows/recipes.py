@@ -230,7 +230,7 @@ def run_ensemble(config: Config, members: str | None = None, init_times: str | N
 
     check_path_length(path)
     if not (path / "zarr.json").is_file():  # bad input must not leave a store behind
-        check_run(engine, path, init_indices, config, experiment)
+        check_run(config, engine, path, init_indices, experiment)
     from workflows.errors import naming
 
     with naming(path):  # a full disk names the store
