@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed
 install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
+	@# the venv takes about 5.5 GB (torch's CUDA-capable build); say so before pip fails half-way on a full disk
+	@test -x $(BIN)/python || $(PYTHON) -c "import shutil; free = shutil.disk_usage('.').free / 1e9; \
+		free < 8 and print(f'make: warning: installing into $(VENV) needs about 8 GB free (5.5 GB stay); {free:.1f} GB free here')"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch-harmonics 0.9.3 needs torch 2.14.x: install the pair together, pinned (looser pins pull a broken pair)

@@ -271,7 +271,12 @@ def load_checkpoint(directory: str | os.PathLike, device: str | torch.device = "
         state = load_file(weights)
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"checkpoint {directory}: {WEIGHTS} is not a readable safetensors file ({error})") from None
-    model = build_model(card)
+    try:
+        model = build_model(card)
+    except CheckpointError:
+        raise
+    except InputError as error:  # e.g. a hyper-parameter of the wrong type
+        raise CheckpointError(f"checkpoint {directory}: the architecture in {CARD} cannot be built: {error}") from None
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

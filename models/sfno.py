@@ -28,134 +28,14 @@ makani import sets (``models.makani``; :func:`hens_config` gives the HENS model)
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from torch import nn
 
-from forecast.errors import InputError
-
-
-@dataclass(frozen=True)
-class SFNOConfig:
-    """Hyper-parameters of the SFNO (makani's layout); stored in a checkpoint card's ``architecture``.
-
-    Parameters
-    ----------
-    in_channels, out_channels : int
-        State channels in and out (extra inputs come on top of ``in_channels``).
-    nlat, nlon : int
-        The model grid.
-    grid, internal_grid : str
-        torch-harmonics grid names outside (``equiangular``) and inside (``legendre-gauss``) the network.
-    scale_factor : int
-        Down-sampling of the internal grid.
-    embed_dim, num_layers : int
-        Width and depth (HENS: 620 and 8).
-    mlp_ratio : float
-        Hidden width of each block's MLP relative to ``embed_dim``.
-    encoder_layers : int
-        Layers of the pointwise encoder and decoder.
-    normalization : str
-        ``instance_norm`` or ``none``.
-    hard_thresholding_fraction : float
-        Fraction of the spectral modes kept.
-    big_skip : bool
-        Add the input to the decoder's output (makani's big skip).
-    residual_prediction : bool
-        Predict the increment of the first ``out_channels`` inputs.
-    activation : str
-        Activation name.
-    max_modes : int
-        Cap on the spectral modes (0: automatic).
-    mlp_output_bias : bool
-        Bias on each MLP's output layer (makani v0.1.0 has one).
-    skip_resampling : str
-        ``shape`` or ``shape_or_grid``: when the skip connections resample.
-    extra_inputs : dict
-        Time- and grid-dependent inputs (``models.extra_inputs.ExtraInputSpec``), e.g. ``cos_zenith``.
-    """
-
-    in_channels: int
-    out_channels: int
-    nlat: int
-    nlon: int
-    grid: str = "equiangular"
-    internal_grid: str = "legendre-gauss"
-    scale_factor: int = 1
-    embed_dim: int = 32
-    num_layers: int = 4
-    mlp_ratio: float = 2.0
-    encoder_layers: int = 1
-    normalization: str = "instance_norm"
-    hard_thresholding_fraction: float = 1.0
-    big_skip: bool = True
-    residual_prediction: bool = False
-    activation: str = "gelu"
-    max_modes: int = 0
-    mlp_output_bias: bool = False
-    skip_resampling: str = "shape"
-    extra_inputs: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.normalization not in ("instance_norm", "none"):
-            raise InputError(f"normalization must be 'instance_norm' or 'none', got {self.normalization!r}")
-        if self.activation not in _ACTIVATIONS:
-            raise InputError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {self.activation!r}")
-        if self.scale_factor < 1 or self.embed_dim < 1 or self.num_layers < 1:
-            raise InputError("scale_factor, embed_dim and num_layers must be positive")
-        if self.residual_prediction and self.in_channels < self.out_channels:
-            raise InputError("residual_prediction needs the predicted channels first among the inputs")
-        if self.skip_resampling not in ("shape", "shape_or_grid"):
-            raise InputError(f"skip_resampling must be 'shape' or 'shape_or_grid', got {self.skip_resampling!r}")
-        if self.max_modes < 0:
-            raise InputError(f"max_modes must be 0 (automatic) or positive, got {self.max_modes}")
-        from models.extra_inputs import ExtraInputSpec
-
-        object.__setattr__(self, "extra_inputs", ExtraInputSpec.from_dict(self.extra_inputs).to_dict())
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SFNOConfig":
-        """A config from a card's ``architecture``; unknown keys are refused with the known ones."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise InputError(f"unknown SFNO hyper-parameters {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        """The config as plain JSON values."""
-        return asdict(self)
-
-    @property
-    def internal_shape(self) -> tuple[int, int]:
-        """``(nlat, nlon)`` of the internal (down-sampled) grid."""
-        nlat = max(2, self.nlat // self.scale_factor)
-        return nlat, max(4, self.nlon // self.scale_factor)
-
-    @property
-    def extra_input_count(self) -> int:
-        """Channels the extra inputs add to ``in_channels``."""
-        from models.extra_inputs import ExtraInputSpec
-
-        return ExtraInputSpec.from_dict(self.extra_inputs).count
-
-    @property
-    def network_in_channels(self) -> int:
-        """Channels the first layer sees: the state plus the extra inputs."""
-        return self.in_channels + self.extra_input_count
-
-    @property
-    def modes(self) -> int:
-        """Spectral truncation (degrees and orders kept) of the filters."""
-        if self.max_modes:
-            return self.max_modes
-        nlat, nlon = self.internal_shape
-        resolvable = (self.nlat + 1) // 2 if self.grid == "equiangular" else self.nlat
-        return max(1, int(min(nlat, nlon // 2 + 1, resolvable, self.nlon // 2 + 1) * self.hard_thresholding_fraction))
-
+from models.architecture import ACTIVATIONS, SFNOConfig
 
 _ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
+assert tuple(_ACTIVATIONS) == ACTIVATIONS
 
 
 def hens_config(channels: int = 74, grid_frequencies: int = 16, static=("orography", "land_sea_mask_0",

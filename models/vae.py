@@ -28,90 +28,16 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn
 
-from forecast.errors import InputError
 from models.base import Normalised
 from models.card import ModelCard
-from models.sfno import SFNOBlock, SFNOConfig, _ACTIVATIONS, _encoder_decoder, _pointwise
+from models.architecture import VAEConfig
+from models.sfno import SFNOBlock, _ACTIVATIONS, _encoder_decoder, _pointwise
 
 LOGVAR_RANGE = (-12.0, 4.0)
-
-
-@dataclass(frozen=True)
-class VAEConfig:
-    """Hyper-parameters of the VAE; stored in a checkpoint card's ``architecture``.
-
-    Parameters
-    ----------
-    in_channels, out_channels : int
-        State channels (equal: the VAE predicts increments).
-    nlat, nlon : int
-        The model grid.
-    grid, internal_grid : str
-        torch-harmonics grid names outside and inside the network.
-    scale_factor : int
-        Down-sampling of the latent (internal) grid.
-    embed_dim : int
-        Width of the features.
-    encoder_blocks, decoder_blocks : int
-        SFNO blocks in the encoder and the decoder.
-    latent_channels : int
-        Latent variables per latent grid point.
-    latent_correlation : float
-        AR(1) correlation rho of each member's standardised noise from step to step, in [0, 1).
-    mlp_ratio : float
-        Hidden width of each block's MLP relative to ``embed_dim``.
-    normalization, activation : str
-        As in ``models.sfno.SFNOConfig``.
-    """
-
-    in_channels: int
-    out_channels: int
-    nlat: int
-    nlon: int
-    grid: str = "equiangular"
-    internal_grid: str = "legendre-gauss"
-    scale_factor: int = 2
-    embed_dim: int = 32
-    encoder_blocks: int = 2
-    decoder_blocks: int = 2
-    latent_channels: int = 8
-    latent_correlation: float = 0.0
-    mlp_ratio: float = 2.0
-    normalization: str = "instance_norm"
-    activation: str = "gelu"
-
-    def __post_init__(self):
-        if self.encoder_blocks < 1 or self.decoder_blocks < 1 or self.latent_channels < 1:
-            raise InputError("encoder_blocks, decoder_blocks and latent_channels must be at least 1")
-        if self.in_channels != self.out_channels:
-            raise InputError("the VAE predicts increments: in_channels must equal out_channels")
-        if not 0.0 <= self.latent_correlation < 1.0:
-            raise InputError(f"latent_correlation must lie in [0, 1), got {self.latent_correlation}")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "VAEConfig":
-        """A config from a card's ``architecture``; unknown keys are refused with the known ones."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise InputError(f"unknown VAE hyper-parameters {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        """The config as plain JSON values."""
-        return asdict(self)
-
-    def block_config(self) -> SFNOConfig:
-        """The SFNO settings the blocks and grids are built from."""
-        return SFNOConfig(in_channels=self.in_channels, out_channels=self.out_channels, nlat=self.nlat, nlon=self.nlon,
-                          grid=self.grid, internal_grid=self.internal_grid, scale_factor=self.scale_factor,
-                          embed_dim=self.embed_dim, mlp_ratio=self.mlp_ratio, normalization=self.normalization,
-                          activation=self.activation)
 
 
 def _draw(shape: tuple, generator, device, dtype) -> torch.Tensor:

@@ -22,6 +22,7 @@ from ensembles.stats import StatisticsSpec
 from forecast.data.planet_config import PlanetConfig
 from forecast.errors import InputError, SettingError
 from forecast.settings import at_least, is_number, one_of, positive
+from models.architecture import check_architecture
 from models.train_settings import TrainSettings, VAELossSettings
 from workflows.cluster import LOCAL_WORKER_MEMORY, SlurmOptions
 from workflows.slurm import check_options
@@ -139,7 +140,7 @@ class TrainSection(TrainSettings):
     checkpoints: int = 2
     seed: int = 0
     period: TimeRange = field(default_factory=lambda: TimeRange("2000-01-01T00", "2000-09-30T18", 6))
-    architecture: dict = field(default_factory=dict)  # models.sfno.SFNOConfig fields
+    architecture: dict = field(default_factory=dict)  # models.architecture.SFNOConfig or VAEConfig fields
     processes: int = 0  # 0: one per checkpoint, at most one per core
     device: str = "auto"  # as ensemble.device: a GPU when one is visible, else the CPU
     autocast_bf16: bool = False  # bf16 autocast of the network (spectral transforms stay float32)
@@ -150,6 +151,7 @@ class TrainSection(TrainSettings):
     def __post_init__(self):
         super().__post_init__()  # the loop's settings
         one_of(self.model, MODEL_FAMILIES, "model")
+        check_architecture(self.model, self.architecture)  # the data's channels and grid are added when training
         at_least(self.checkpoints, 0, "checkpoints")  # 0: train only the extra models
         at_least(self.processes, 0, "processes")
 

@@ -142,18 +142,19 @@ def training_data(config: Config, section: TrainSection):
 
 
 def architecture_for(section: TrainSection, channels, grid) -> dict:
-    from models.sfno import SFNOConfig
-    from models.vae import VAEConfig
+    """The card's ``architecture``: the section's (checked when the config was read) on the data's grid."""
+    from forecast.errors import SettingError
+    from models.architecture import CONFIGS
 
     base = {"in_channels": len(channels), "out_channels": len(channels), "nlat": grid.nlat, "nlon": grid.nlon,
             "grid": grid.kind, **section.architecture}
     if base.get("latent_correlation") == "auto":  # calibrated after training
         base["latent_correlation"] = 0.0
-    kind = SFNOConfig if section.model == "sfno" else VAEConfig
     try:
-        return kind.from_dict(base).to_dict()
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"architecture of the {section.model} model set: {error}") from None
+        return CONFIGS[section.model].from_dict(base).to_dict()
+    except SettingError as error:  # only what depends on the data is left to fail here
+        raise ConfigError(f"architecture of the {section.model} model set on the training data "
+                          f"({len(channels)} channels, {grid.nlat}x{grid.nlon}): {error}") from None
 
 
 def train_one(config: Config, name: str, k: int, local_rank: int = 0) -> Path:

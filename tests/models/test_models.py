@@ -73,6 +73,23 @@ def test_card_that_disagrees_with_weights_is_refused(tmp_path):
         load_checkpoint(tmp_path / "ck")
 
 
+@pytest.mark.parametrize("key, value, problem", [
+    ("embed_dim", "16", "embed_dim must be an integer, got '16'"),
+    ("big_skip", "yes", "big_skip must be true or false, got 'yes'"),
+    ("num_layers", 0, "num_layers must be positive, got 0"),
+    ("colour", "red", "colour is not one of the SFNO hyper-parameters"),
+])
+def test_card_with_an_unusable_architecture_is_refused_naming_the_card(tmp_path, key, value, problem):
+    save_checkpoint(build_model(card()), tmp_path / "ck")
+    path = tmp_path / "ck" / "card.json"
+    data = json.loads(path.read_text())
+    data["architecture"][key] = value
+    path.write_text(json.dumps(data))
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(tmp_path / "ck")
+    assert str(error.value).startswith(f"checkpoint {tmp_path / 'ck'}: the architecture in card.json cannot be built: {problem}")
+
+
 def test_card_validation_names_problems():
     with pytest.raises(ValueError, match="std must be positive"):
         replace(card(), std=(1.0, 0.0))

@@ -242,6 +242,7 @@ BAD_SETTINGS = {
     "ensemble.init_times.stop='2000-02-30T00'": "ensemble.init_times.stop='2000-02-30T00' is not a date",
     "ensemble.init_times.start=2000-13-01": "override ensemble.init_times.start",
     "planet.settings.truncation=ten": "planet.settings.truncation must be an integer, got 'ten'",
+    "train.architecture.embed_dim=wide": "train.architecture.embed_dim must be an integer, got 'wide'",
     "planet.settings.mountains=[[40, 100]]": "planet.settings.mountains[0] must be [latitude, longitude",
     "experiments=[wide, narrow]": "experiments must be a mapping of names to ensemble settings, got a list",
     "experiments={wide: [1, 2]}": "experiments.wide must be a mapping of ensemble keys to change, got a list",

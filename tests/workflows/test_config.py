@@ -61,6 +61,15 @@ def test_library_settings_drops_the_workflow_keys_and_keeps_the_record_unchanged
     ("skill.init_times.every_hours=0", "skill.init_times.every_hours must be positive, got 0"),
     ("experiments.w.members_per_checkpoint=-1", "experiments.w.members_per_checkpoint must be at least 0, got -1"),
     ("train.model=gnn", "train.model must be one of ('sfno', 'vae'), got 'gnn'"),
+    ("train.architecture.embed_dim=wide", "train.architecture.embed_dim must be an integer, got 'wide'"),
+    ("train.architecture.num_layers=0", "train.architecture.num_layers must be positive, got 0"),
+    ("train.architecture.big_skip=1", "train.architecture.big_skip must be true or false, got 1"),
+    ("train.architecture.residual=true", "train.architecture.residual is not one of the SFNO hyper-parameters ["),
+    ("train.architecture.extra_inputs={sun: 1}", "train.architecture.extra_inputs cannot be used: unknown extra inputs"),
+    ("train.model=vae", "train.architecture.big_skip is not one of the VAE hyper-parameters ["),
+    ("extra_models.vae={model: vae, architecture: {latent_correlation: 1}}",
+     "extra_models.vae.architecture.latent_correlation must lie in [0, 1), got 1"),
+    ("extra_models.vae={model: vae, architecture: {latent_correlation: auto}}", None),
 ])
 def test_a_bad_setting_is_one_line_naming_its_key_path(override, message):
     if message is None:  # a good setting next to the bad ones
