@@ -50,7 +50,23 @@ def _checked(value, kind, key: str):
 
 
 @dataclass(frozen=True)
-class SFNOConfig:
+class NetworkShape:
+    """The fields every network's hyper-parameters start with: channels and grids (see :class:`SFNOConfig`)."""
+
+    in_channels: int
+    out_channels: int
+    nlat: int
+    nlon: int
+    grid: str = "equiangular"
+    internal_grid: str = "legendre-gauss"
+
+    def __post_init__(self):
+        for key in ("in_channels", "out_channels", "nlat", "nlon"):
+            positive(getattr(self, key), key)
+
+
+@dataclass(frozen=True)
+class SFNOConfig(NetworkShape):
     """Hyper-parameters of the SFNO (makani's layout); stored in a checkpoint card's ``architecture``.
 
     Parameters
@@ -89,12 +105,6 @@ class SFNOConfig:
         Time- and grid-dependent inputs (``models.extra_inputs.ExtraInputSpec``), e.g. ``cos_zenith``.
     """
 
-    in_channels: int
-    out_channels: int
-    nlat: int
-    nlon: int
-    grid: str = "equiangular"
-    internal_grid: str = "legendre-gauss"
     scale_factor: int = 1
     embed_dim: int = 32
     num_layers: int = 4
@@ -111,8 +121,8 @@ class SFNOConfig:
     extra_inputs: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        for key in ("in_channels", "out_channels", "nlat", "nlon", "scale_factor", "embed_dim", "num_layers",
-                    "encoder_layers", "mlp_ratio", "hard_thresholding_fraction"):
+        super().__post_init__()
+        for key in ("scale_factor", "embed_dim", "num_layers", "encoder_layers", "mlp_ratio", "hard_thresholding_fraction"):
             positive(getattr(self, key), key)
         if self.hard_thresholding_fraction > 1:
             raise SettingError("hard_thresholding_fraction", f"must be at most 1, got {self.hard_thresholding_fraction}")
@@ -173,7 +183,7 @@ class SFNOConfig:
 
 
 @dataclass(frozen=True)
-class VAEConfig:
+class VAEConfig(NetworkShape):
     """Hyper-parameters of the VAE; stored in a checkpoint card's ``architecture``.
 
     Parameters
@@ -200,12 +210,6 @@ class VAEConfig:
         As in :class:`SFNOConfig`.
     """
 
-    in_channels: int
-    out_channels: int
-    nlat: int
-    nlon: int
-    grid: str = "equiangular"
-    internal_grid: str = "legendre-gauss"
     scale_factor: int = 2
     embed_dim: int = 32
     encoder_blocks: int = 2
@@ -217,8 +221,8 @@ class VAEConfig:
     activation: str = "gelu"
 
     def __post_init__(self):
-        for key in ("in_channels", "out_channels", "nlat", "nlon", "scale_factor", "embed_dim", "encoder_blocks",
-                    "decoder_blocks", "latent_channels", "mlp_ratio"):
+        super().__post_init__()
+        for key in ("scale_factor", "embed_dim", "encoder_blocks", "decoder_blocks", "latent_channels", "mlp_ratio"):
             positive(getattr(self, key), key)
         if self.in_channels != self.out_channels:
             raise SettingError("out_channels", "must equal in_channels: the VAE predicts increments")
