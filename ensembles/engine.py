@@ -111,6 +111,7 @@ class EnsembleEngine:
 
     def __post_init__(self):
         self.init_times = np.atleast_1d(np.asarray(self.init_times, dtype="datetime64[ns]"))
+        self._diverged: set = set()  # (start date, block) already reported as NaN or Inf
         if len(self.checkpoints) != self.plan.n_checkpoints:
             raise InputError(f"the member plan has {self.plan.n_checkpoints} checkpoints but {len(self.checkpoints)} were given")
         self.cards = [read_card(path) for path in self.checkpoints]
@@ -297,6 +298,11 @@ class EnsembleEngine:
         values = _to_numpy(state)
         stored = values[rows][:, store_index]
         checksums.update(stored)
+        if not np.isfinite(stored).all() and (init_index, lo) not in self._diverged:  # stored as computed
+            self._diverged.add((init_index, lo))
+            bad = lo + np.flatnonzero(~np.isfinite(stored).reshape(len(stored), -1).all(axis=1))
+            log.warning("init %s: member(s) %s have NaN or Inf from lead step %d on (the model diverged)",
+                        np.datetime_as_string(self.init_times[init_index], "h"), bad.tolist(), lead)
         if accumulator is not None:  # every member of the block, also those outside start:stop
             every = stat_index == list(range(values.shape[1]))  # all channels in order: no copy
             accumulator.update(lead, values if every else values[:, stat_index], threads=sink.statistics_threads)

@@ -156,17 +156,29 @@ class EnsembleStore:
         with warnings.catch_warnings():  # BitRound is a numcodecs codec outside the v3 spec
             warnings.simplefilter("ignore")
             # the group's own metadata, never the consolidated copy (written for readers: parts come and go)
-            self.group = zarr.open_group(str(self.path), mode="r+" if os.access(self.path, os.W_OK) else "r",
-                                         use_consolidated=False)
+            try:
+                self.group = zarr.open_group(str(self.path), mode="r+" if os.access(self.path, os.W_OK) else "r",
+                                             use_consolidated=False)
+            except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
+                raise StoreError(f"{self.path / 'zarr.json'} cannot be read ({type(error).__name__}: "
+                                 f"{' '.join(str(error).split())[:200]}): the store's metadata is damaged") from None
         attrs = dict(self.group.attrs)
         if "schema" not in attrs or "manifest" not in self.group:
-            raise StoreError(f"{self.path} is not a complete ensemble store (no schema or manifest): it may be half-created")
+            raise StoreError(f"{self.path} is not a complete ensemble store of forecast run (no schema or manifest): "
+                             "it may be half-created, or another kind of store (a planet or truth store)")
         check_version(self.path, attrs)
         try:
             self.schema = StoreSchema.from_json(attrs["schema"])
         except (KeyError, TypeError, ValueError) as error:
             raise StoreError(f"{self.path} has an unreadable schema ({error})") from None
         self.channels = tuple(self.schema.channels)
+        for name in self.channels:  # each array's own metadata (readers use the consolidated copy)
+            try:
+                self.group[name]
+            except (ValueError, KeyError, TypeError) as error:
+                raise StoreError(f"{self.path / name / 'zarr.json'} cannot be read ({type(error).__name__}): the "
+                                 "array's metadata is damaged or missing; copy it from a store of the same run "
+                                 "configuration, or rerun into a new store") from None
         self.blocks = self.schema.blocks()
         self.done = self.group["manifest/done"]
         self.checksums = self.group["manifest/checksum"]
@@ -212,14 +224,17 @@ class EnsembleStore:
         with contextlib.nullcontext() if whole else self.exclusive():
             for k, name in enumerate(self.channels):
                 region = (slice(start, stop), init_index, slice(lead_start, lead_start + leads))
+                # every chunk is stored, NaN ones too (a diverged member): a missing shard then means damage,
+                # and NaN keeps its bits, so the manifest's checksum still matches
+                array = self.group[name].with_config({"write_empty_chunks": True})
                 try:
-                    self.group[name][region] = values[:, :, k]
+                    array[region] = values[:, :, k]
                 except OSError:
                     raise
                 except Exception:
                     if not self._remove_undecodable_shards(name, init_index, start, stop, lead_start, leads):
                         raise
-                    self.group[name][region] = values[:, :, k]
+                    array[region] = values[:, :, k]
 
     @contextlib.contextmanager
     def exclusive(self):

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from forecast.store import STORE_VERSION, EnsembleStore, StoreError, StoreVersionError
+from forecast.store import STORE_VERSION, Checksums, EnsembleStore, StoreError, StoreVersionError
 from workflows.config import bundled_config
 from workflows.recipes import build_engine
 
@@ -342,6 +342,26 @@ def test_writing_into_a_corrupt_shard_with_finished_members_names_the_file(refer
     values = np.zeros((1, 3, len(store.channels), 17, 32), dtype=np.float32)
     with pytest.raises(StoreError, match=r"u500/c/2/1/0/0/0 cannot be decoded .* finished members \[5\].*--repair"):
         store.write(1, 4, 5, 0, values)
+
+
+def test_a_diverged_member_s_nan_values_are_stored_and_check_finds_no_damage(reference, tmp_path):
+    """A model that blows up writes NaN (here with the sign bit, as arithmetic gives): every chunk is stored and
+    keeps its bits, so ``check`` does not take the absent all-NaN chunks for deleted ones or the read-back NaN
+    for corrupt values."""
+    path = tmp_path / "diverged.zarr"
+    shutil.copytree(reference[0], path)
+    store = EnsembleStore.open(path)
+    store.reset(1, 4, 6)
+    leads = store.group[store.channels[0]].shape[2]
+    values = np.full((2, leads, len(store.channels), 17, 32), np.nan, dtype=np.float32)
+    values.view(np.uint32)[...] |= np.uint32(0x80000000)
+    store.write(1, 4, 6, 0, values)
+    checksums = Checksums(2, len(store.channels))
+    for lead in range(values.shape[1]):
+        checksums.update(values[:, lead])
+    store.finish(1, 4, 6, checksums.result())
+    assert EnsembleStore.open(path).verify() == []
+    assert np.array_equal(store.group[store.channels[0]][4:6, 1].view(np.uint32), values[:, :, 0].view(np.uint32))
 
 
 @pytest.mark.parametrize("chunk", ["manifest/done/c/1/5", "manifest/checksum/c/1/5/0", "statistics_parts/complete/c.1.3",
