@@ -34,6 +34,40 @@ def leftovers(path) -> list[Path]:
     return sorted(path.parent.glob(f".{path.name}.*{PARTIAL_SUFFIX}"))
 
 
+def output_file(path, what: str, suffixes: tuple[str, ...] = ()) -> Path:
+    """``path`` checked, before any work, as a file for :func:`atomic_write` to put in place: it names a file
+    (not a folder, a device or a pipe, which an atomic rename would replace) whose folder is not a file. With
+    ``suffixes`` (the first is the default) a name without a suffix gets the first, and another is refused.
+    Raises :class:`forecast.errors.InputError` naming ``what``.
+
+    >>> output_file("plots/z500", "--out", (".png", ".pdf")).name
+    'z500.png'
+    >>> output_file("/dev/null", "--out")
+    Traceback (most recent call last):
+    forecast.errors.InputError: --out /dev/null exists and is not a regular file (a device, pipe or socket); give a file path
+    """
+    from forecast.errors import InputError
+
+    path = Path(path)
+    if str(path) in ("", ".") or path.name in ("", ".", ".."):
+        raise InputError(f"{what} {str(path)!r} names no file; give a file path")
+    if path.is_dir():
+        raise InputError(f"{what} {path} is a folder; give a file path, e.g. {path / ('out' + (suffixes or ('',))[0])}")
+    if path.exists() and not path.is_file():
+        raise InputError(f"{what} {path} exists and is not a regular file (a device, pipe or socket); give a file path")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{what} {path}: {parent} is a file, not a folder")
+            break
+    if suffixes:
+        if not path.suffix:
+            path = path.with_name(path.name + suffixes[0])
+        elif path.suffix.lower() not in suffixes:
+            raise InputError(f"{what} {path} must end in one of {', '.join(suffixes)}")
+    return path
+
+
 def _sync(path: Path) -> None:
     """fsync a file, or every file and folder of a folder tree (one writer's own: nothing else writes there)."""
     if path.is_dir():

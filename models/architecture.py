@@ -12,11 +12,13 @@ import typing
 from dataclasses import asdict, dataclass, field, fields
 
 from forecast.errors import InputError, SettingError
+from forecast.grid import GRID_KINDS
 from forecast.settings import at_least, is_number, one_of, positive
 
 ACTIVATIONS = ("gelu", "relu", "silu")
 NORMALIZATIONS = ("instance_norm", "none")
-FROM_DATA = ("in_channels", "out_channels", "nlat", "nlon")  # set from the training data, not the config
+FROM_DATA = ("in_channels", "out_channels", "nlat", "nlon", "grid")  # set from the training data, not the config
+INTERNAL_GRIDS = ("legendre-gauss", "equiangular", "lobatto")  # torch-harmonics' quadratures
 
 
 def _from_dict(cls, d: dict, family: str):
@@ -63,6 +65,8 @@ class NetworkShape:
     def __post_init__(self):
         for key in ("in_channels", "out_channels", "nlat", "nlon"):
             positive(getattr(self, key), key)
+        one_of(self.grid, GRID_KINDS, "grid")
+        one_of(self.internal_grid, INTERNAL_GRIDS, "internal_grid")
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,9 @@ class SFNOConfig(NetworkShape):
         one_of(self.activation, ACTIVATIONS, "activation")
         one_of(self.skip_resampling, ("shape", "shape_or_grid"), "skip_resampling")
         at_least(self.max_modes, 0, "max_modes")  # 0: automatic
+        if self.max_modes > self.internal_shape[0]:
+            raise SettingError("max_modes", f"must be at most the internal grid's {self.internal_shape[0]} latitudes, "
+                               f"got {self.max_modes}")
         if self.residual_prediction and self.in_channels < self.out_channels:
             raise SettingError("residual_prediction", "needs the predicted channels first among the inputs")
         if self.extra_inputs:  # checked and written in a canonical form (torch is imported only for them)
@@ -253,7 +260,7 @@ CONFIGS = {"sfno": SFNOConfig, "vae": VAEConfig}
 
 def check_architecture(family: str, architecture: dict) -> None:
     """Check a config's ``architecture`` for ``family`` before any data is read: the fields the training data
-    sets (:data:`FROM_DATA`) get stand-ins unless given; ``"auto"`` for ``latent_correlation`` (calibrated
+    sets (:data:`FROM_DATA`) are refused and get stand-ins; ``"auto"`` for ``latent_correlation`` (calibrated
     after training) stands for 0. Raises :class:`SettingError` keyed ``architecture.<field>``.
 
     >>> check_architecture("sfno", {"embed_dim": "wide"})
@@ -262,7 +269,10 @@ def check_architecture(family: str, architecture: dict) -> None:
     """
     if not isinstance(architecture, dict):
         raise SettingError("architecture", f"must be a mapping, got {type(architecture).__name__}")
-    values = {key: 1 for key in FROM_DATA} | {"nlat": 8, "nlon": 16} | architecture
+    for key in FROM_DATA:
+        if key in architecture:
+            raise SettingError(f"architecture.{key}", "is set from the training data; leave it out")
+    values = {"in_channels": 1, "out_channels": 1, "nlat": 2**20, "nlon": 2**21} | architecture  # any grid may come
     if values.get("latent_correlation") == "auto":
         values["latent_correlation"] = 0.0
     try:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 from forecast.errors import InputError
 from forecast.grid import Grid
+from forecast.settings import is_number
 
 FORMAT_VERSION = 1
 FAMILIES = ("sfno", "vae")
@@ -35,8 +37,12 @@ class ModelCard:
 
     def __post_init__(self):
         object.__setattr__(self, "channels", tuple(self.channels))
-        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
-        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        for key in ("mean", "std"):
+            values = getattr(self, key)
+            if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__iter__") \
+                    or not all(is_number(v) and math.isfinite(v) for v in values):
+                raise InputError(f"card {key} must be finite numbers, one per channel, got {values!r}")
+            object.__setattr__(self, key, tuple(float(v) for v in values))
         if self.family not in FAMILIES:
             raise InputError(f"unknown model family {self.family!r}; expected one of {FAMILIES}")
         n = len(self.channels)
@@ -46,7 +52,7 @@ class ModelCard:
             raise InputError(f"card has {n} channels but {len(self.mean)} means and {len(self.std)} stds")
         if any(not s > 0 for s in self.std):
             raise InputError(f"card normalisation std must be positive, got {self.std}")
-        if self.dt_hours <= 0:
+        if not is_number(self.dt_hours) or not self.dt_hours > 0:
             raise InputError(f"card dt_hours must be positive, got {self.dt_hours}")
         Grid.from_dict(self.grid)
 
@@ -75,6 +81,8 @@ class ModelCard:
             card = cls(**data)
         except TypeError as error:
             raise InputError(f"{source} is incomplete: {error}") from None
+        except InputError as error:
+            raise InputError(f"{source}: {error}") from None
         if card.format_version != FORMAT_VERSION:
             raise InputError(f"{source} has format_version {card.format_version}; this code reads {FORMAT_VERSION}")
         return card

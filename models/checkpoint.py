@@ -271,6 +271,10 @@ def load_checkpoint(directory: str | os.PathLike, device: str | torch.device = "
         state = load_file(weights)
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"checkpoint {directory}: {WEIGHTS} is not a readable safetensors file ({error})") from None
+    bad = [key for key, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        raise CheckpointError(f"checkpoint {directory}: {WEIGHTS} holds NaN or infinite values in {len(bad)} tensor(s), "
+                              f"e.g. {bad[0]}: its forecasts would be NaN")
     try:
         model = build_model(card)
     except CheckpointError:

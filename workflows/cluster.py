@@ -103,7 +103,14 @@ def dask_client(workers: int = 1, scheduler: str = "", slurm: SlurmOptions | Non
                 client.close()
             return
         if slurm is not None:
+            from workflows.slurm import test_submission
+
             cluster = slurm.cluster()
+            try:
+                test_submission(cluster.job_script(), "score --slurm")
+            except BaseException:
+                cluster.close()
+                raise
             cluster.scale(jobs=slurm.jobs)
             log.info("dask: %d Slurm job(s) of %d worker(s) requested", slurm.jobs, slurm.worker_processes)
             log.info("dask: %s", dashboard_line(cluster))

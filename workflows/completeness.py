@@ -21,13 +21,18 @@ def finished_members(path, allow_partial: bool = False) -> tuple[np.ndarray | No
     dataset has no manifest), else the indices finished at every start date (only with ``allow_partial``);
     ``note`` says what was left out. Raises ``StoreError`` for an unfinished store without ``allow_partial``
     and when no member is finished at every start date."""
-    from forecast.store import EnsembleStore
+    from forecast.store import EnsembleStore, StoreVersionError
 
     path = Path(path)
     try:
         store = EnsembleStore.open(path)
+    except StoreVersionError:
+        return None, ""  # another release's layout: read as a plain dataset (`forecast check --migrate` converts it)
     except StoreError:
-        return None, ""  # no manifest: not one of our stores
+        if _has_schema(path):  # one of ours, damaged (its manifest gone, say): what is finished is unknown
+            raise
+        return None, ""  # another tool's store or file: nothing says what is finished
+
     done = np.asarray(store.done[:]) == 1  # (init_time, member)
     if done.all():
         return None, ""
@@ -43,6 +48,14 @@ def finished_members(path, allow_partial: bool = False) -> tuple[np.ndarray | No
     note = (f"partial store: {len(members)} of {done.shape[1]} members scored (those finished at every start date); "
             f"unfinished members per start date: {unfinished}")
     return members, note
+
+
+def _has_schema(path: Path) -> bool:
+    """Whether the Zarr group at ``path`` carries the ``schema`` attribute ``forecast run`` writes."""
+    try:
+        return "schema" in json.loads((path / "zarr.json").read_text()).get("attributes", {})
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def select_members(forecast, members: np.ndarray):

@@ -61,12 +61,13 @@ def export_netcdf(store, out, members: str | None = None, channels=None, statist
     """
     import forecast
     from forecast.cf import time_encoding, with_cf_attributes
+    from forecast.files import output_file
 
+    out = output_file(out, "export: output")  # before the store is read or anything computed
     ds = select(forecast.open_store(store), members, channels, statistics_only)
     ds = with_cf_attributes(ds)
     encoding = {name: {"zlib": True, "complevel": zlib_level} for name in ds.data_vars if ds[name].dtype.kind == "f"}
     encoding.update(time_encoding(ds))
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(out) as tmp:
         ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)

@@ -7,7 +7,6 @@ disk and the compression.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -116,6 +115,9 @@ def describe_store(info: dict) -> str:
     return "\n".join(lines)
 
 
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+
+
 def plot_store(path, plume: str | None = None, channel: str | None = None, init_time: str | None = None,
                lead: float | None = None, out: str | None = None) -> list[Path]:
     """``forecast plot``: a plume at ``plume`` (``"LAT,LON"``), else a map of the ensemble mean and
@@ -124,14 +126,21 @@ def plot_store(path, plume: str | None = None, channel: str | None = None, init_
     from forecast.verify import plots
     from workflows.config import ConfigError
 
+    from forecast.files import output_file
+
+    if out:
+        out = output_file(out, "--out", PLOT_SUFFIXES)
     ds = forecast.open_store(path)
     channels = [c for c in ds.data_vars if "member" in ds[c].dims]
     channel = channel or (channels[0] if channels else None)
     if channel not in channels:
         raise ConfigError(f"channel {channel!r} is not a member field of {path}; it has {channels}")
     if init_time is not None:
-        when = np.datetime64(init_time, "ns")
-        if when not in ds["init_time"].values:
+        try:
+            when = np.datetime64(init_time, "ns")
+        except ValueError:
+            when = np.datetime64("NaT")
+        if np.isnat(when) or when not in ds["init_time"].values:
             raise ConfigError(f"--init-time {init_time} is not a start date of {path} "
                               f"({', '.join(np.datetime_as_string(ds['init_time'].values, 'h'))})")
     ds = ds.sel(init_time=when) if init_time is not None else ds.isel(init_time=0)
@@ -141,6 +150,8 @@ def plot_store(path, plume: str | None = None, channel: str | None = None, init_
             lat, lon = (float(v) for v in plume.split(","))
         except ValueError:
             raise ConfigError(f"--plume must be LAT,LON in degrees, e.g. 52.5,13.4; got {plume!r}") from None
+        if not (-90 <= lat <= 90 and -180 <= lon <= 360):
+            raise ConfigError(f"--plume {plume}: latitude must lie in -90..90 and longitude in -180..360 degrees")
         target = Path(out) if out else Path(f"{base}-plume-{channel}.png")
         return [plots.plot_plume(plots.plume(ds, lat=lat, lon=lon, channel=channel), target)]
     hours = ds["lead_time"].values / np.timedelta64(1, "h")

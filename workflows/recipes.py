@@ -269,12 +269,8 @@ def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: st
     (attribute ``partial``) and the report say so.
     """
     from forecast import verify
-    from forecast.data import DataError
-    from forecast.store import undecodable_named
     from forecast.verify.scores import open_ensemble, open_truth, score_ensemble
-    from workflows.cluster import LOCAL_WORKER_MEMORY, dask_client
-    from workflows.completeness import clear_scored, finished_members, mark_scored, select_members
-    from workflows.report import write_report
+    from workflows.completeness import finished_members, select_members
 
     members, partial = finished_members(store_path, allow_partial)
     out_dir = Path(out_dir)
@@ -284,7 +280,26 @@ def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: st
         forecast = select_members(forecast, members)
     lazy = score_ensemble(forecast, open_truth(truth_path), regions=tuple(verify.REGIONS) + tuple(regions),
                           regrid=regrid)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _score_into(out_dir, store_path, truth_path, forecast, lazy, partial, workers, scheduler, slurm,
+                           worker_memory, in_process)
+    except BaseException:
+        if created and not any(out_dir.iterdir()):  # nothing written: leave no empty folder
+            out_dir.rmdir()
+        raise
+
+
+def _score_into(out_dir, store_path, truth_path, forecast, lazy, partial, workers, scheduler, slurm, worker_memory,
+                in_process):
+    """Compute ``lazy``'s scores and write them, the report and the completion marker into ``out_dir``."""
+    from forecast.data import DataError
+    from forecast.store import undecodable_named
+    from workflows.cluster import LOCAL_WORKER_MEMORY, dask_client
+    from workflows.completeness import clear_scored, mark_scored
+    from workflows.report import write_report
+
     clear_scored(out_dir)
     began = time.perf_counter()
     data_bytes = sum(v.size * 4 for v in forecast.data_vars.values())
@@ -302,6 +317,11 @@ def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: st
                              worker_memory or LOCAL_WORKER_MEMORY) as client:
                 scores = _compute_with_progress(client, lazy)
     log.info("score: %s scored in %.1f s", store_path, time.perf_counter() - began)
+    rmse = scores["ensemble_mean_rmse"]
+    unscored = [str(c) for c in rmse["channel"].values if not np.isfinite(rmse.sel(channel=c).values).all()]
+    if unscored:
+        log.warning("score: channel(s) %s have NaN or infinite scores: the truth or the forecast holds NaN or Inf "
+                    "at some scored valid times", unscored)
     from forecast.cf import plain_strings, time_encoding, with_cf_attributes
 
     scores = with_cf_attributes(plain_strings(scores))

@@ -71,6 +71,27 @@ def submit(script: Path, arguments, options=(), after: str | None = None, cwd: P
     return job
 
 
+def test_submission(script_text: str, what: str) -> None:
+    """``sbatch --test-only`` of ``script_text``: Slurm checks the job (partition, account, resources) and
+    submits nothing. A refusal or a missing ``sbatch`` is a :class:`SlurmError` naming ``what``, before any
+    job is queued (dask-jobqueue would otherwise wait for workers that never come)."""
+    import tempfile
+
+    sbatch = shutil.which("sbatch")
+    if sbatch is None:
+        raise SlurmError(f"{what}: sbatch not found on PATH (is this a Slurm login node?)")
+    with tempfile.NamedTemporaryFile("w", suffix=".sbatch") as file:
+        file.write(script_text)
+        file.flush()
+        try:
+            result = subprocess.run([sbatch, "--test-only", file.name], capture_output=True, text=True,
+                                    env=job_environment(), timeout=120)
+        except subprocess.TimeoutExpired:
+            raise SlurmError(f"{what}: sbatch --test-only did not answer in 120 s (is slurmctld up?)") from None
+    if result.returncode != 0:
+        raise SlurmError(f"{what}: Slurm refuses the job: {' '.join(result.stderr.split()) or result.returncode}")
+
+
 def job_state(job: str) -> str | None:
     """The job's state while Slurm still lists it in the queue, else ``None`` (finished or unknown)."""
     squeue = shutil.which("squeue")

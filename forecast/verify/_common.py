@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,6 +69,14 @@ class Region:
     @classmethod
     def box(cls, name: str, south: float, north: float, west: float, east: float) -> "Region":
         """A user box; longitudes may be given in -180..180 or 0..360."""
+        if not str(name).strip():
+            raise InputError("a region needs a name, e.g. europe:35:70:-10:30")
+        if not all(math.isfinite(v) for v in (south, north, west, east)):
+            raise InputError(f"region {name!r}: the bounds must be finite numbers")
+        if not (-90 <= south <= 90 and -90 <= north <= 90):
+            raise InputError(f"region {name!r}: latitudes must lie in -90..90, got {south} and {north}")
+        if not (-180 <= west <= 360 and -180 <= east <= 360):
+            raise InputError(f"region {name!r}: longitudes must lie in -180..360, got {west} and {east}")
         if south >= north:
             raise InputError(f"region {name!r}: south ({south}) must be below north ({north})")
         return cls(name, (float(south), float(north)), (float(west) % 360.0, float(east) % 360.0))

@@ -250,6 +250,13 @@ def valid_time_truth(forecast, truth, chunk_bytes: int = 64 << 20, name: str = "
     leads = forecast["lead_time"].values
     valid = init[:, None] + leads[None, :]
     available = truth["time"].values
+    if available.dtype.kind != "M":
+        raise _data_error(f"{name}'s time coordinate holds {available.dtype} values, not dates and times "
+                          "(give it CF units such as 'hours since 1970-01-01', or convert it to datetime64)")
+    times_seen, counts = np.unique(available, return_counts=True)
+    if (counts > 1).any():
+        raise _data_error(f"{name} holds time {np.datetime_as_string(times_seen[counts > 1][0], 'm')} "
+                          f"{counts.max()} times; each time must appear once")
     missing = np.setdiff1d(valid.ravel(), available)
     if len(missing):
         span = f"{np.datetime_as_string(available.min(), 'm')} to {np.datetime_as_string(available.max(), 'm')}" \

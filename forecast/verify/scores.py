@@ -306,6 +306,10 @@ def score_ensemble(forecast: xr.Dataset, truth: xr.Dataset, dims=SCORE_DIMS, reg
     ``truth`` is any layout :func:`scoring_truth` reads; ``regrid`` puts a truth on another grid on the
     forecast's (refused otherwise).
     """
+    for region in [regions] if isinstance(regions, verify.Region) else regions or ():  # a box between two grid
+        if not bool(region.mask(forecast["lat"], forecast["lon"]).any()):                # points averages nothing
+            raise InputError(f"region {region.name!r} holds no point of the forecast's {forecast.sizes['lat']}x"
+                             f"{forecast.sizes['lon']} grid; widen it")
     channels, aligned, truth = scoring_truth(forecast, truth, regrid)
     schema = _schema(forecast)
     dims = list(dims)

@@ -363,6 +363,130 @@ def test_scoring_a_partial_store_is_refused_unless_allowed(tiny_world, forecast_
     assert "Unfinished store" in report and "4 of 9 members scored" in report and "Members: 4," in report
 
 
+def test_a_checkpoint_with_nan_weights_or_normalisation_is_refused(tiny_world, forecast_processes, checkpoints,
+                                                                  tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from forecast.files import file_sha256
+
+    folder = checkpoints / "sfno-1"
+    state = load_file(folder / "weights.safetensors")
+    name = sorted(state)[0]
+    state[name][0] = float("nan")
+    save_file(state, folder / "weights.safetensors")
+    card = json.loads((folder / "card.json").read_text())
+    card["weights_sha256"] = file_sha256(folder / "weights.safetensors")  # only the values can refuse it now
+    (folder / "card.json").write_text(json.dumps(card))
+    store = tmp_path / "s.zarr"
+    result = run(forecast_processes, tiny_world, store, f"paths.checkpoints={checkpoints}")
+    assert_one_line_error(result, 2, "sfno-1", "NaN or infinite values", name)
+    card["mean"][1] = float("nan")
+    (checkpoints / "sfno-0" / "card.json").write_text(json.dumps({**card, "weights_sha256": json.loads(
+        (checkpoints / "sfno-0" / "card.json").read_text())["weights_sha256"]}))
+    result = run(forecast_processes, tiny_world, store, f"paths.checkpoints={checkpoints}")
+    assert_one_line_error(result, 2, "sfno-0", "card.json", "card mean must be finite numbers")
+    assert not store.exists()
+
+
+@pytest.mark.parametrize("name", ["", ".", "folder", "fifo", "file/inside.nc"])
+def test_export_to_a_path_that_is_not_a_file_is_refused_before_reading(forecast_processes, complete_store, tmp_path,
+                                                                        name):
+    (tmp_path / "folder").mkdir()
+    os.mkfifo(tmp_path / "fifo")  # a device or pipe: an atomic rename would replace it
+    (tmp_path / "file").write_text("not a folder")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = forecast_processes.run("-q", "export", complete_store, str(tmp_path / name) if name else "", cwd=tmp_path)
+    assert_one_line_error(result, 2, "export: output")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and (tmp_path / "fifo").is_fifo()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--plume", "nan,nan"], ["--plume nan,nan", "latitude must lie in -90..90"]),
+    (["--plume", "91,0"], ["--plume 91,0"]),
+    (["--init-time", "yesterday"], ["--init-time yesterday is not a start date"]),
+    (["--out", "map.xyz"], ["--out map.xyz must end in one of .png, .pdf, .svg"]),
+])
+def test_plot_options_that_cannot_be_used(forecast_processes, complete_store, tmp_path, args, words):
+    result = forecast_processes.run("-q", "plot", complete_store, *args, cwd=tmp_path)
+    assert_one_line_error(result, 2, *words)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_without_a_suffix_writes_and_names_a_png(forecast_processes, complete_store, tmp_path):
+    result = forecast_processes.run("-q", "plot", complete_store, "--out", tmp_path / "map", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(tmp_path / "map.png")] and (tmp_path / "map.png").is_file()
+
+
+@pytest.mark.parametrize("damage, code, words", [
+    ("root", 3, ["zarr.json cannot be read", "metadata is damaged"]),
+    ("array", 3, ["z500/zarr.json cannot be read"]),
+])
+def test_damaged_metadata_is_a_store_error_naming_the_file(forecast_processes, complete_store, tmp_path, damage, code,
+                                                           words):
+    store = tmp_path / "s.zarr"
+    shutil.copytree(complete_store, store)
+    (store / "zarr.json" if damage == "root" else store / "z500" / "zarr.json").write_text("{ truncated")
+    assert_one_line_error(forecast_processes.run("-q", "check", store), code, *words)
+    if damage == "root":
+        assert_one_line_error(forecast_processes.run("-q", "info", store), code, *words)
+
+
+def test_scoring_a_store_whose_manifest_is_gone_is_refused(tiny_world, forecast_processes, complete_store, tmp_path):
+    store = tmp_path / "s.zarr"
+    shutil.copytree(complete_store, store)
+    shutil.rmtree(store / "manifest")
+    result = score(forecast_processes, tiny_world, store, tmp_path / "scores")
+    assert_one_line_error(result, 3, f"{store} is not a complete ensemble store")
+    assert not (tmp_path / "scores").exists()
+
+
+@pytest.mark.parametrize("region, words", [
+    ("between:1:2:1:2", ["region 'between' holds no point of the forecast's 17x32 grid"]),
+    ("x:nan:nan:0:10", ["region 'x': the bounds must be finite numbers"]),
+    (":10:20:0:10", ["a region needs a name"]),
+    ("poles:-100:100:0:10", ["region 'poles': latitudes must lie in -90..90"]),
+])
+def test_a_region_that_cannot_be_averaged_over_is_refused(tiny_world, forecast_processes, complete_store, tmp_path,
+                                                          region, words):
+    result = score(forecast_processes, tiny_world, complete_store, tmp_path / "scores", "--region", region)
+    assert_one_line_error(result, 2, *words)
+    assert not (tmp_path / "scores").exists()
+
+
+@pytest.mark.parametrize("change, words", [
+    ("strings", ["time coordinate holds", "not dates and times"]),
+    ("repeated", ["holds time 2000-01-22T00:00 2 times"]),
+])
+def test_a_truth_whose_times_cannot_be_used(tiny_world, forecast_processes, complete_store, tmp_path, change, words):
+    truth = xr.open_zarr(tiny_world.paths.resolve("nature"), consolidated=False).load()
+    if change == "strings":
+        truth = truth.assign_coords(time=np.datetime_as_string(truth["time"].values, "h").astype(object))
+    else:
+        at = int(np.flatnonzero(truth["time"].values == np.datetime64("2000-01-22T00"))[0])
+        truth = xr.concat([truth.isel(time=slice(0, at + 1)), truth.isel(time=slice(at, None))], dim="time")
+    path = tmp_path / "truth.nc"
+    truth.to_netcdf(path)
+    result = forecast_processes.run("-q", "score", complete_store, "--truth", path, "--out", tmp_path / "scores",
+                                    "--workers", "1")
+    assert_one_line_error(result, 2, *words)
+    assert not (tmp_path / "scores").exists()
+
+
+def test_score_on_slurm_that_refuses_the_worker_job_stops_with_one_line(tiny_world, forecast_processes,
+                                                                        complete_store, tmp_path):
+    """dask-jobqueue would wait for ever for workers whose sbatch failed: the job is tested first."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: invalid partition specified: gpu' >&2\nexit 1\n")
+    (bin_dir / "sbatch").chmod(0o755)
+    result = forecast_processes.run("-q", "score", complete_store, "--truth", tiny_world.paths.resolve("nature"),
+                                    "--out", tmp_path / "scores", "--slurm", "1",
+                                    env={"PATH": f"{bin_dir}:{os.environ['PATH']}"}, timeout=120)
+    assert_one_line_error(result, 5, "score --slurm: Slurm refuses the job", "invalid partition specified")
+    assert not (tmp_path / "scores").exists()
+
+
 # -- the error policy ---------------------------------------------------------------------------------
 def test_a_bug_is_an_internal_error_with_its_traceback_kept(monkeypatch, capsys, tmp_path):
     import tempfile
