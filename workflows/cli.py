@@ -237,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(as data.regrid does for runs); without it such a truth is refused")
     score.add_argument("--dims", metavar="ROLE=NAME,...", help="dimension names of a store another tool wrote, "
                        "e.g. member=ensemble,init_time=time (roles: member, init_time, lead_time, lat, lon)")
-    score.add_argument("--out", help="output folder (default: STORE-scores)")
+    score.add_argument("--out", help="output folder (default: the store's path with -scores for .zarr, "
+                                      "e.g. out/ensemble-scores)")
     from workflows.config import ScoreSection
 
     defaults = ScoreSection()  # the one home of the defaults: the config's score section

@@ -222,6 +222,21 @@ class CompressionSection:
             raise SettingError("zstd_level", f"must lie in 0..22, got {self.zstd_level}")
 
 
+MEMORY_SIZE = re.compile(r"^\s*(\d+\.?\d*|\.\d+)(e[+-]?\d+)?\s*([kmgtp]i?)?b?\s*$", re.IGNORECASE)
+
+
+def _memory_size(text: str, key: str) -> None:
+    """Refuse ``text`` unless it reads as a size Dask takes (``4GiB``, ``500MB``, ``auto``); no dask import
+    (``forecast --help`` builds the defaults).
+
+    >>> _memory_size("lots", "worker_memory")
+    Traceback (most recent call last):
+    forecast.errors.SettingError: worker_memory must be a size such as 4GiB or 500MB, got 'lots'
+    """
+    if text.strip().lower() != "auto" and not MEMORY_SIZE.match(text):
+        raise SettingError(key, f"must be a size such as 4GiB or 500MB, got {text!r}")
+
+
 def library_settings(cls, section, **changes):
     """The library's settings ``cls`` from a config ``section`` that is ``cls`` or a subclass of it adding
     keys only the workflows read (``amplitude_factor``, ``only``), with ``changes`` (e.g. the amplitudes
@@ -285,6 +300,7 @@ class ScoreSection:
         positive(self.chunk_mb, "chunk_mb")
         if not self.worker_memory.strip():
             raise SettingError("worker_memory", "is empty; give a size such as 4GiB or leave the key out")
+        _memory_size(self.worker_memory, "worker_memory")
         object.__setattr__(self, "regions", tuple(self.regions))
         if self.regions:  # only then: forecast.verify imports xarray
             from forecast.errors import InputError

@@ -46,6 +46,7 @@ def test_library_settings_drops_the_workflow_keys_and_keeps_the_record_unchanged
     ("planet.settings.nlatt=3", "unknown config key 'planet.settings.nlatt'; did you mean 'nlat'?"),
     ("planet.settings.obs_error_std=3", "planet.settings.obs_error_std must be a mapping, got 3"),
     ("score.chunk_mb=0", "score.chunk_mb must be positive, got 0"),
+    ("score.worker_memory=lots", "score.worker_memory must be a size such as 4GiB or 500MB, got 'lots'"),
     ("score.slurm.cores=0", "score.slurm.cores must be at least 1, got 0"),
     ("score.regions=[europe:70:35:0:10]", "score.regions[0] is unusable: region 'europe': south (70.0) must be below"),
     ("score.regions=['a:1:2:3:4', europe:35:70]", "score.regions[1] is unusable: region 'europe:35:70' must read NAME:"),
