@@ -23,7 +23,10 @@ def select(ds, members: str | None = None, channels=None, statistics_only: bool 
     from ensembles.plan import parse_member_range
 
     if isinstance(channels, str):
-        channels = [c.strip() for c in channels.split(",") if c.strip()]
+        names = [c.strip() for c in channels.split(",") if c.strip()]
+        if not names:
+            raise ConfigError(f"--channels {channels!r} names no channel; give names such as z500,tcwv or leave it out")
+        channels = names
     fields = [name for name in ds.data_vars if "member" in ds[name].dims]
     statistics = [name for name in ds.data_vars if name not in fields]
     if channels:

@@ -200,7 +200,10 @@ def _channel(ds, channel, layout, levels, name):
         da = ds[variable]
         if variable == channel:  # already named as the system names it: a 2-D field per time
             if "level" in da.dims:
-                continue
+                if da.sizes["level"] != 1:
+                    raise DataError(f"{name}: variable {variable} has a level dimension of size {da.sizes['level']}; "
+                                    "a variable named like a channel is one field per time: select its level")
+                da = da.isel(level=0, drop=True)  # written over a one-value level axis
         elif level:
             if "level" not in da.dims:
                 continue

@@ -412,6 +412,12 @@ def test_plot_options_that_cannot_be_used(forecast_processes, complete_store, tm
     assert list(tmp_path.iterdir()) == []
 
 
+def test_export_of_no_channel_is_refused(forecast_processes, complete_store, tmp_path):
+    result = forecast_processes.run("-q", "export", complete_store, tmp_path / "x.nc", "--channels", " , ")
+    assert_one_line_error(result, 2, "--channels ' , ' names no channel")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_plot_without_a_suffix_writes_and_names_a_png(forecast_processes, complete_store, tmp_path):
     result = forecast_processes.run("-q", "plot", complete_store, "--out", tmp_path / "map", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -471,6 +477,19 @@ def test_a_truth_whose_times_cannot_be_used(tiny_world, forecast_processes, comp
                                     "--workers", "1")
     assert_one_line_error(result, 2, *words)
     assert not (tmp_path / "scores").exists()
+
+
+def test_a_truth_written_over_a_one_value_level_axis_scores_like_the_plain_truth(tiny_world, forecast_processes,
+                                                                                 complete_store, tmp_path):
+    truth = xr.open_zarr(tiny_world.paths.resolve("nature"), consolidated=False).load()
+    path = tmp_path / "truth.nc"
+    truth.assign({name: truth[name].expand_dims(level=[500.0], axis=1) for name in truth.data_vars}).to_netcdf(path)
+    plain = score(forecast_processes, tiny_world, complete_store, tmp_path / "plain")
+    levelled = forecast_processes.run("-q", "score", complete_store, "--truth", path, "--out", tmp_path / "levelled",
+                                      "--workers", "1")
+    assert plain.returncode == 0 and levelled.returncode == 0, levelled.stderr
+    a, b = (xr.open_dataset(tmp_path / out / "scores.nc") for out in ("plain", "levelled"))
+    assert np.array_equal(a["crps"].values, b["crps"].values) and np.isfinite(b["crps"].values).all()
 
 
 def test_score_on_slurm_that_refuses_the_worker_job_stops_with_one_line(tiny_world, forecast_processes,
