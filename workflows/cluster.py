@@ -103,11 +103,11 @@ def dask_client(workers: int = 1, scheduler: str = "", slurm: SlurmOptions | Non
                 client.close()
             return
         if slurm is not None:
-            from workflows.slurm import test_submission
+            from workflows.slurm import check_submission
 
             cluster = slurm.cluster()
             try:
-                test_submission(cluster.job_script(), "score --slurm")
+                check_submission(cluster.job_script(), "score --slurm")
             except BaseException:
                 cluster.close()
                 raise

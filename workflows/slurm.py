@@ -71,7 +71,7 @@ def submit(script: Path, arguments, options=(), after: str | None = None, cwd: P
     return job
 
 
-def test_submission(script_text: str, what: str) -> None:
+def check_submission(script_text: str, what: str) -> None:
     """``sbatch --test-only`` of ``script_text``: Slurm checks the job (partition, account, resources) and
     submits nothing. A refusal or a missing ``sbatch`` is a :class:`SlurmError` naming ``what``, before any
     job is queued (dask-jobqueue would otherwise wait for workers that never come)."""

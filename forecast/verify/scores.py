@@ -24,6 +24,7 @@ from forecast import verify
 from forecast.cf import plain_strings
 from forecast.errors import InputError
 from forecast.store import StoreSchema
+from forecast.verify._common import _as_regions
 from forecast.verify._fused import channel_scores
 
 log = logging.getLogger(__name__)
@@ -306,8 +307,8 @@ def score_ensemble(forecast: xr.Dataset, truth: xr.Dataset, dims=SCORE_DIMS, reg
     ``truth`` is any layout :func:`scoring_truth` reads; ``regrid`` puts a truth on another grid on the
     forecast's (refused otherwise).
     """
-    for region in [regions] if isinstance(regions, verify.Region) else regions or ():  # a box between two grid
-        if not bool(region.mask(forecast["lat"], forecast["lon"]).any()):                # points averages nothing
+    for region in _as_regions(regions) if regions else ():  # a box between two grid points averages nothing
+        if not bool(region.mask(forecast["lat"], forecast["lon"]).any()):
             raise InputError(f"region {region.name!r} holds no point of the forecast's {forecast.sizes['lat']}x"
                              f"{forecast.sizes['lon']} grid; widen it")
     channels, aligned, truth = scoring_truth(forecast, truth, regrid)
