@@ -15,6 +15,8 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
+from forecast.errors import InputError
+
 PARTIAL_SUFFIX = ".partial"
 
 
@@ -38,7 +40,7 @@ def output_file(path, what: str, suffixes: tuple[str, ...] = ()) -> Path:
     """``path`` checked, before any work, as a file for :func:`atomic_write` to put in place: it names a file
     (not a folder, a device or a pipe, which an atomic rename would replace) whose folder is not a file. With
     ``suffixes`` (the first is the default) a name without a suffix gets the first, and another is refused.
-    Raises :class:`forecast.errors.InputError` naming ``what``.
+    Raises :class:`InputError` naming ``what``.
 
     >>> output_file("plots/z500", "--out", (".png", ".pdf")).name
     'z500.png'
@@ -46,13 +48,11 @@ def output_file(path, what: str, suffixes: tuple[str, ...] = ()) -> Path:
     Traceback (most recent call last):
     forecast.errors.InputError: --out /dev/null exists and is not a regular file (a device, pipe or socket); give a file path
     """
-    from forecast.errors import InputError
-
     path = Path(path)
-    if str(path) in ("", ".") or path.name in ("", ".", ".."):
+    if path.name in ("", ".", ".."):  # Path("") is Path(".")
         raise InputError(f"{what} {str(path)!r} names no file; give a file path")
     if path.is_dir():
-        raise InputError(f"{what} {path} is a folder; give a file path, e.g. {path / ('out' + (suffixes or ('',))[0])}")
+        raise InputError(f"{what} {path} is a folder; give a file path, e.g. {path / 'out'}{''.join(suffixes[:1])}")
     if path.exists() and not path.is_file():
         raise InputError(f"{what} {path} exists and is not a regular file (a device, pipe or socket); give a file path")
     for parent in path.parents:

@@ -172,10 +172,11 @@ class EnsembleStore:
         except (KeyError, TypeError, ValueError) as error:
             raise StoreError(f"{self.path} has an unreadable schema ({error})") from None
         self.channels = tuple(self.schema.channels)
-        for name in self.channels:  # each array's own metadata (readers use the consolidated copy)
+        self._fields = {}  # the member-field arrays, opened once: every chunk is stored, NaN ones too (a diverged
+        for name in self.channels:  # member), so a missing shard means damage and NaN keeps its checksummed bits
             try:
-                self.group[name]
-            except (ValueError, KeyError, TypeError) as error:
+                self._fields[name] = self.group[name].with_config({"write_empty_chunks": True})
+            except (ValueError, KeyError, TypeError) as error:  # its own metadata (readers use the consolidated copy)
                 raise StoreError(f"{self.path / name / 'zarr.json'} cannot be read ({type(error).__name__}): the "
                                  "array's metadata is damaged or missing; copy it from a store of the same run "
                                  "configuration, or rerun into a new store") from None
@@ -224,9 +225,7 @@ class EnsembleStore:
         with contextlib.nullcontext() if whole else self.exclusive():
             for k, name in enumerate(self.channels):
                 region = (slice(start, stop), init_index, slice(lead_start, lead_start + leads))
-                # every chunk is stored, NaN ones too (a diverged member): a missing shard then means damage,
-                # and NaN keeps its bits, so the manifest's checksum still matches
-                array = self.group[name].with_config({"write_empty_chunks": True})
+                array = self._fields[name]
                 try:
                     array[region] = values[:, :, k]
                 except OSError:

@@ -124,9 +124,8 @@ def plot_store(path, plume: str | None = None, channel: str | None = None, init_
     spread. Returns the PNG files written."""
     import forecast
     from forecast.verify import plots
-    from workflows.config import ConfigError
-
     from forecast.files import output_file
+    from workflows.config import ConfigError
 
     if out:
         out = output_file(out, "--out", PLOT_SUFFIXES)

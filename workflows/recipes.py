@@ -6,6 +6,7 @@ ensemble store's finished blocks) and redoes what is missing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -269,8 +270,12 @@ def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: st
     (attribute ``partial``) and the report say so.
     """
     from forecast import verify
+    from forecast.data import DataError
+    from forecast.store import undecodable_named
     from forecast.verify.scores import open_ensemble, open_truth, score_ensemble
-    from workflows.completeness import finished_members, select_members
+    from workflows.cluster import LOCAL_WORKER_MEMORY, dask_client
+    from workflows.completeness import clear_scored, finished_members, mark_scored, select_members
+    from workflows.report import write_report
 
     members, partial = finished_members(store_path, allow_partial)
     out_dir = Path(out_dir)
@@ -280,60 +285,57 @@ def score_store(store_path, truth_path, out_dir, workers: int = 0, scheduler: st
         forecast = select_members(forecast, members)
     lazy = score_ensemble(forecast, open_truth(truth_path), regions=tuple(verify.REGIONS) + tuple(regions),
                           regrid=regrid)
-    created = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with _removed_if_left_empty(out_dir):
+        clear_scored(out_dir)
+        began = time.perf_counter()
+        data_bytes = sum(v.size * 4 for v in forecast.data_vars.values())
+        if in_process is None:
+            in_process = not scheduler and slurm is None and data_bytes <= IN_PROCESS_BYTES
+        # a corrupt chunk of either is named
+        with undecodable_named(store_path), undecodable_named(truth_path, DataError, "truth"):
+            if in_process:
+                import dask
+
+                log.info("score: %.0f MB of data: threaded scheduler in this process", data_bytes / 2**20)
+                with dask.config.set(scheduler="threads", num_workers=workers or available_cores()):
+                    scores = lazy.compute()
+            else:
+                with dask_client(workers or available_cores(), scheduler, slurm,
+                                 worker_memory or LOCAL_WORKER_MEMORY) as client:
+                    scores = _compute_with_progress(client, lazy)
+        log.info("score: %s scored in %.1f s", store_path, time.perf_counter() - began)
+        rmse = scores["ensemble_mean_rmse"]
+        finite = np.isfinite(rmse).all([d for d in rmse.dims if d != "channel"])
+        unscored = [str(c) for c in rmse["channel"].values[~finite.values]]
+        if unscored:
+            log.warning("score: channel(s) %s have NaN or infinite scores: the truth or the forecast holds NaN or Inf "
+                        "at some scored valid times", unscored)
+        from forecast.cf import plain_strings, time_encoding, with_cf_attributes
+
+        scores = with_cf_attributes(plain_strings(scores))
+        scores.attrs["maps_init_time"] = np.datetime_as_string(forecast["init_time"].values[0], "h")  # the maps' date
+        if partial:
+            scores.attrs["partial"] = partial
+        with atomic_write(out_dir / "scores.nc") as tmp:
+            scores.to_netcdf(tmp, encoding=time_encoding(scores))
+        report = write_report(scores, out_dir, store_path)
+        mark_scored(out_dir, [p for p in out_dir.iterdir() if p.is_file() and not p.name.startswith(".")
+                              and not p.name.endswith(".partial")])  # last: the whole output is there
+        return report
+
+
+@contextlib.contextmanager
+def _removed_if_left_empty(folder: Path):
+    """Make ``folder``; if the block fails before writing anything there, remove it again (a folder that was
+    already there is kept)."""
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
     try:
-        return _score_into(out_dir, store_path, truth_path, forecast, lazy, partial, workers, scheduler, slurm,
-                           worker_memory, in_process)
+        yield
     except BaseException:
-        if created and not any(out_dir.iterdir()):  # nothing written: leave no empty folder
-            out_dir.rmdir()
+        if created and not any(folder.iterdir()):
+            folder.rmdir()
         raise
-
-
-def _score_into(out_dir, store_path, truth_path, forecast, lazy, partial, workers, scheduler, slurm, worker_memory,
-                in_process):
-    """Compute ``lazy``'s scores and write them, the report and the completion marker into ``out_dir``."""
-    from forecast.data import DataError
-    from forecast.store import undecodable_named
-    from workflows.cluster import LOCAL_WORKER_MEMORY, dask_client
-    from workflows.completeness import clear_scored, mark_scored
-    from workflows.report import write_report
-
-    clear_scored(out_dir)
-    began = time.perf_counter()
-    data_bytes = sum(v.size * 4 for v in forecast.data_vars.values())
-    if in_process is None:
-        in_process = not scheduler and slurm is None and data_bytes <= IN_PROCESS_BYTES
-    with undecodable_named(store_path), undecodable_named(truth_path, DataError, "truth"):  # name a corrupt chunk
-        if in_process:
-            import dask
-
-            log.info("score: %.0f MB of data: threaded scheduler in this process", data_bytes / 2**20)
-            with dask.config.set(scheduler="threads", num_workers=workers or available_cores()):
-                scores = lazy.compute()
-        else:
-            with dask_client(workers or available_cores(), scheduler, slurm,
-                             worker_memory or LOCAL_WORKER_MEMORY) as client:
-                scores = _compute_with_progress(client, lazy)
-    log.info("score: %s scored in %.1f s", store_path, time.perf_counter() - began)
-    rmse = scores["ensemble_mean_rmse"]
-    unscored = [str(c) for c in rmse["channel"].values if not np.isfinite(rmse.sel(channel=c).values).all()]
-    if unscored:
-        log.warning("score: channel(s) %s have NaN or infinite scores: the truth or the forecast holds NaN or Inf "
-                    "at some scored valid times", unscored)
-    from forecast.cf import plain_strings, time_encoding, with_cf_attributes
-
-    scores = with_cf_attributes(plain_strings(scores))
-    scores.attrs["maps_init_time"] = np.datetime_as_string(forecast["init_time"].values[0], "h")  # the maps' date
-    if partial:
-        scores.attrs["partial"] = partial
-    with atomic_write(out_dir / "scores.nc") as tmp:
-        scores.to_netcdf(tmp, encoding=time_encoding(scores))
-    report = write_report(scores, out_dir, store_path)
-    mark_scored(out_dir, [p for p in out_dir.iterdir() if p.is_file() and not p.name.startswith(".")
-                          and not p.name.endswith(".partial")])  # last: the whole output is there
-    return report
 
 
 def _compute_with_progress(client, lazy, poll: float = 5.0):

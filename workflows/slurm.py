@@ -54,42 +54,39 @@ def job_environment() -> dict:
     return env
 
 
-def submit(script: Path, arguments, options=(), after: str | None = None, cwd: Path | None = None) -> str:
-    """``sbatch --parsable [options] [--dependency=afterok:AFTER] SCRIPT ARGUMENTS...``; returns the job id."""
+def _sbatch(args: list, what: str, missing: str, refused: str, **run) -> str:
+    """Run ``sbatch ARGS`` and return its standard output; a missing ``sbatch``, no answer in 120 s or a
+    refusal is a :class:`SlurmError` (``what: missing`` / ``what: refused: <sbatch's message>``)."""
     sbatch = shutil.which("sbatch")
     if sbatch is None:
-        raise SlurmError("sbatch not found on PATH (nightly.mode is 'slurm')")
-    argv = [sbatch, "--parsable", *options]
-    if after:
-        argv += [f"--dependency=afterok:{after}", "--kill-on-invalid-dep=yes"]
-    argv += [str(script), *map(str, arguments)]
-    result = subprocess.run(argv, capture_output=True, text=True, env=job_environment(), cwd=cwd, timeout=120)
+        raise SlurmError(f"{what}: sbatch not found on PATH ({missing})")
+    try:
+        result = subprocess.run([sbatch, *args], capture_output=True, text=True, env=job_environment(), timeout=120,
+                                **run)
+    except subprocess.TimeoutExpired:
+        raise SlurmError(f"{what}: sbatch did not answer in 120 s (is slurmctld up?)") from None
     if result.returncode != 0:
-        raise SlurmError(f"sbatch {script.name} failed: {' '.join(result.stderr.split()) or result.returncode}")
-    job = result.stdout.strip().split(";")[0]
+        raise SlurmError(f"{what}: {refused}: {' '.join(result.stderr.split()) or result.returncode}")
+    return result.stdout
+
+
+def submit(script: Path, arguments, options=(), after: str | None = None, cwd: Path | None = None) -> str:
+    """``sbatch --parsable [options] [--dependency=afterok:AFTER] SCRIPT ARGUMENTS...``; returns the job id."""
+    args = ["--parsable", *options]
+    if after:
+        args += [f"--dependency=afterok:{after}", "--kill-on-invalid-dep=yes"]
+    args += [str(script), *map(str, arguments)]
+    out = _sbatch(args, f"sbatch {script.name}", "nightly.mode is 'slurm'", "failed", cwd=cwd)
+    job = out.strip().split(";")[0]
     log.info("slurm: submitted %s as job %s%s", script.name, job, f" (after job {after})" if after else "")
     return job
 
 
 def check_submission(script_text: str, what: str) -> None:
-    """``sbatch --test-only`` of ``script_text``: Slurm checks the job (partition, account, resources) and
-    submits nothing. A refusal or a missing ``sbatch`` is a :class:`SlurmError` naming ``what``, before any
-    job is queued (dask-jobqueue would otherwise wait for workers that never come)."""
-    import tempfile
-
-    sbatch = shutil.which("sbatch")
-    if sbatch is None:
-        raise SlurmError(f"{what}: sbatch not found on PATH (is this a Slurm login node?)")
-    with tempfile.NamedTemporaryFile("w", suffix=".sbatch") as file:
-        file.write(script_text)
-        file.flush()
-        try:
-            result = subprocess.run([sbatch, "--test-only", file.name], capture_output=True, text=True,
-                                    env=job_environment(), timeout=120)
-        except subprocess.TimeoutExpired:
-            raise SlurmError(f"{what}: sbatch --test-only did not answer in 120 s (is slurmctld up?)") from None
-    if result.returncode != 0:
-        raise SlurmError(f"{what}: Slurm refuses the job: {' '.join(result.stderr.split()) or result.returncode}")
+    """``sbatch --test-only`` of ``script_text`` (given on standard input): Slurm checks the job (partition,
+    account, resources) and submits nothing. A refusal or a missing ``sbatch`` is a :class:`SlurmError` naming
+    ``what``, before any job is queued (dask-jobqueue would otherwise wait for workers that never come)."""
+    _sbatch(["--test-only"], what, "is this a Slurm login node?", "Slurm refuses the job", input=script_text)
 
 
 def job_state(job: str) -> str | None:
