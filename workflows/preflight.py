@@ -189,14 +189,31 @@ def check_space(config, engine, path: str | os.PathLike, experiment: str | None 
     dates = max(1, len(engine.init_times))
     store = dates * size.start_date_bytes(statistics_only=True, compressed=True)
     parts = dates * size.blocks * size.accumulator_bytes
-    need = store + parts
+    left = _unfinished_fraction(path)  # a resumed store already holds its finished members
+    need = left * (store + parts)
     folder = next(p for p in Path(os.path.abspath(path)).parents if p.is_dir())
     free = shutil.disk_usage(folder).free
     what = (f"{path} would need about {decimal_bytes(need)} ({dates} start date(s) of {decimal_bytes(store / dates)}"
             + (f", plus {decimal_bytes(parts)} of statistics parts while it runs" if parts else "")
+            + (f", {left:.0%} of it unfinished" if left < 1 else "")
             + f"; the dry run's estimate) and {folder} has {decimal_bytes(free)} free")
     if LEAST_FRACTION * need > free:
         raise DiskFullError(errno.ENOSPC, f"{what}: it cannot fit. Free space or make the run smaller "
                                           "(forecast run --dry-run shows the sizes)")
     if need > free:
         log.warning("run: %s; it fits only if it compresses better than the estimate", what)
+
+
+def _unfinished_fraction(path) -> float:
+    """The fraction of the members of the store at ``path`` not finished yet (1 for a store not made yet or one
+    that cannot be read: the other checks and the store itself say why)."""
+    from forecast.errors import StoreError
+    from forecast.store import EnsembleStore
+
+    if not (Path(path) / "zarr.json").is_file():
+        return 1.0
+    try:
+        done = np.asarray(EnsembleStore.open(path).done[:])
+    except StoreError:
+        return 1.0
+    return float((done != 1).mean()) if done.size else 1.0

@@ -196,6 +196,28 @@ def test_a_store_that_cannot_fit_is_refused_before_anything_is_built(tiny_world,
     assert run(forecast_processes, tiny_world, store).returncode == 0  # the corrected run simply runs
 
 
+def test_the_space_check_counts_only_what_a_resumed_store_has_left(tiny_world, complete_store, tmp_path,
+                                                                     monkeypatch):
+    """A store 90% done on a nearly full disk must resume: only its unfinished members need space."""
+    import shutil as shell
+
+    from forecast.errors import DiskFullError
+    from workflows import preflight
+    from workflows.recipes import build_engine
+
+    engine = build_engine(tiny_world)
+    usage = shell.disk_usage(tmp_path)
+    monkeypatch.setattr(preflight.shutil, "disk_usage", lambda folder: usage._replace(free=1))  # one byte free
+    preflight.check_space(tiny_world, engine, complete_store)  # every member finished: nothing more to write
+    partial = tmp_path / "partial.zarr"
+    shell.copytree(complete_store, partial)
+    EnsembleStore.open(partial).reset(1, 4, 6)
+    with pytest.raises(DiskFullError, match=r"of it unfinished.* has 1 B free: it cannot fit"):
+        preflight.check_space(tiny_world, engine, partial)
+    with pytest.raises(DiskFullError, match="has 1 B free: it cannot fit"):
+        preflight.check_space(tiny_world, engine, tmp_path / "new.zarr")
+
+
 @pytest.mark.system
 def test_read_only_output_folder(tiny_world, forecast_processes, tmp_path):
     with tmpfs(tmp_path / "ro", "1m", read_only=True) as folder:
